@@ -1,0 +1,23 @@
+"""The `dfarun` console script: a thin Hydra wrapper around runner.run."""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from .config import CONF_DIR, DfarunError
+from .runner import run
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except DfarunError as err:
+        print(f"dfarun: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _main()

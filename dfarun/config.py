@@ -1,0 +1,124 @@
+"""Config schema (types, checked by Hydra on compose) and validation (values, checked by us).
+
+The dataclasses mirror `conf/`: one per config group. Registries (rules, activations,
+data sets) are closed sets owned by their modules; `validate` checks names against them
+so a bad value fails at start with one line, before anything is loaded or written.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class DfarunError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+class ConfigError(DfarunError):
+    def __init__(self, key: str, value, allowed: str):
+        super().__init__(f"{key}={value!r}: {allowed}")
+
+
+# --- schema -----------------------------------------------------------------------
+
+@dataclass
+class DatasetConf:
+    name: str = MISSING
+    classes: int = MISSING
+    lr: float = MISSING                 # RMSprop step for this data set
+    train_size: Optional[int] = None    # keep the first n training examples (None: all)
+    # synthetic only
+    test_size: Optional[int] = None
+    features: Optional[int] = None
+    noise: float = 0.0
+    data_seed: int = 0
+
+
+@dataclass
+class ModelConf:
+    name: str = MISSING
+    depth: int = MISSING                # hidden layers
+    width: int = MISSING                # units per hidden layer
+    activation: str = MISSING
+
+
+@dataclass
+class MethodConf:
+    name: str = MISSING
+
+
+@dataclass
+class Config:
+    dataset: DatasetConf = MISSING
+    model: ModelConf = MISSING
+    method: MethodConf = MISSING
+    seeds: List[int] = field(default_factory=lambda: [0])
+    max_epochs: int = 300
+    lr: Optional[float] = None
+    batch_size: int = 64
+    device: str = "auto"
+    data_dir: str = MISSING
+    store: str = "runs"
+    force: bool = False
+
+
+ConfigStore.instance().store(name="dfarun_schema", node=Config)
+
+
+# --- validation ---------------------------------------------------------------------
+
+def _check(ok: bool, key: str, value, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad key; checks values, not types."""
+    from .data import LOADERS
+    from .nets import ACTIVATIONS
+    from .rules import RULES
+
+    _check(cfg.method.name in RULES, "method.name", cfg.method.name, f"expected one of {sorted(RULES)}")
+    act = cfg.model.activation
+    _check(act in ACTIVATIONS, "model.activation", act, f"expected one of {sorted(ACTIVATIONS)}")
+    _check(cfg.dataset.name in LOADERS, "dataset.name", cfg.dataset.name, f"expected one of {sorted(LOADERS)}")
+    _check(cfg.model.depth >= 1, "model.depth", cfg.model.depth, "expected an int >= 1")
+    _check(cfg.model.width >= 1, "model.width", cfg.model.width, "expected an int >= 1")
+    seeds = list(cfg.seeds)
+    _check(len(seeds) > 0, "seeds", seeds, "expected a non-empty list of ints, e.g. seeds=[0,1,2]")
+    _check(len(set(seeds)) == len(seeds), "seeds", seeds, "expected distinct seeds")
+    _check(all(s >= 0 for s in seeds), "seeds", seeds, "expected ints >= 0")
+    _check(cfg.max_epochs >= 1, "max_epochs", cfg.max_epochs, "expected an int >= 1")
+    _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "expected an int >= 1")
+    lr = effective_lr(cfg)
+    _check(lr > 0, "lr", lr, "expected a float > 0 (or null for the data set's rate)")
+    _check(cfg.dataset.lr > 0, "dataset.lr", cfg.dataset.lr, "expected a float > 0")
+    size = cfg.dataset.train_size
+    _check(size is None or size >= 1, "dataset.train_size", size, "expected null or an int >= 1")
+    resolve_device(cfg.device)
+
+
+def effective_lr(cfg: DictConfig) -> float:
+    return float(cfg.lr if cfg.lr is not None else cfg.dataset.lr)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N -> a device that exists here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _check(name == "cpu" or re.fullmatch(r"cuda(:\d+)?", name) is not None,
+           "device", name, "expected auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count()
+        index = int(name.split(":")[1]) if ":" in name else 0
+        _check(index < count, "device", name,
+               f"no such CUDA device here ({count} visible); use device=cpu or device=auto")
+    return torch.device(name)

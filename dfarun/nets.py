@@ -1,0 +1,91 @@
+"""Rule-agnostic MLPs with a leading seed dimension on every tensor.
+
+Row-vector convention, as a batch is stored: a_i = h_{i-1} W_iᵀ + b_i, h_i = f(a_i),
+h_0 = x, and the output layer a_y = h_L W_{L+1}ᵀ + b_{L+1} (logistic outputs, see train.py).
+Shapes: x [S, B, D], W_i [S, n_i, n_{i-1}], b_i [S, n_i], where S is the number of seeds.
+The network knows nothing of how it learns: rules.py turns the output error into
+hidden-layer update directions, and `weight_updates` applies eq. (10) for every rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+# --- activations ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Activation:
+    f: Callable[[Tensor], Tensor]
+    df: Callable[[Tensor], Tensor]   # f'(a), written in terms of h = f(a) so a need not be kept
+    zero_init_ok: bool               # False: zero weights give f'=0 and the unit never learns
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation(torch.tanh, lambda h: 1 - h * h, zero_init_ok=True),
+    "logistic": Activation(torch.sigmoid, lambda h: h * (1 - h), zero_init_ok=True),
+    "relu": Activation(torch.relu, lambda h: (h > 0).to(h.dtype), zero_init_ok=False),
+}
+
+
+# --- the network ------------------------------------------------------------------
+
+@dataclass
+class MLP:
+    weights: list[Tensor]   # W_1 .. W_{L+1}; the last is the output layer
+    biases: list[Tensor]    # b_1 .. b_{L+1}
+    activation: str
+
+    @property
+    def params(self) -> list[Tensor]:
+        return self.weights + self.biases
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """x [S, B, D] (or [B, D], shared by all seeds) -> ([h_0=x, h_1, ..., h_L], a_y [S, B, C])."""
+        f = ACTIVATIONS[self.activation].f
+        hs = [x]
+        for W, b in zip(self.weights[:-1], self.biases[:-1]):
+            hs.append(f(_affine(hs[-1], W, b)))
+        return hs, _affine(hs[-1], self.weights[-1], self.biases[-1])
+
+    def select(self, keep: Tensor) -> MLP:
+        """The sub-stack of seeds at positions `keep`."""
+        return MLP([w[keep] for w in self.weights], [b[keep] for b in self.biases], self.activation)
+
+
+def _affine(h: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    if h.dim() == 2:  # evaluation input shared by every seed: broadcast instead of copying
+        return torch.matmul(h, W.transpose(1, 2)) + b.unsqueeze(1)
+    return torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
+
+
+def weight_updates(hs: list[Tensor], deltas: list[Tensor]) -> list[Tensor]:
+    """Eq. (10) summed over the batch: dW_i = δa_iᵀ h_{i-1}, then db_i = Σ δa_i (same order as MLP.params).
+
+    `deltas` = [δa_1, ..., δa_L, e]; these are gradients (descend with -lr)."""
+    dW = [torch.bmm(d.transpose(1, 2), h) for d, h in zip(deltas, hs)]
+    db = [d.sum(1) for d in deltas]
+    return dW + db
+
+
+# --- initialisation (one seed at a time, so a seed's init never depends on its neighbours) --
+
+def layer_sizes(n_in: int, depth: int, width: int, n_out: int) -> list[int]:
+    return [n_in] + [width] * depth + [n_out]
+
+
+def uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> Tensor:
+    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+
+def sample_layers(sizes: list[int], gen: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
+    """Weights and biases uniform in ±1/sqrt(fan_in) (the paper's and the author's rule)."""
+    weights, biases = [], []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        bound = fan_in ** -0.5
+        weights.append(uniform((fan_out, fan_in), bound, gen))
+        biases.append(uniform((fan_out,), bound, gen))
+    return weights, biases

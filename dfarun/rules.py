@@ -1,0 +1,104 @@
+"""Learning rules: how the output error e reaches the hidden layers.
+
+A rule is three things, and this file is the only place they are written:
+  deltas(e, dfs, W, B) -> [δa_1, ..., δa_L]   hidden update directions (eqs. 6-9)
+  feedback(W, classes, gen) -> [B_i]          its fixed feedback matrices, for one seed
+  zero_init                                   start forward weights at zero (tanh/logistic)
+
+Notation follows nets.py (row vectors, leading seed dim): e [S, B, C] = sigmoid(a_y) - y,
+dfs[i] = f'(a_{i+1}) [S, B, n], W = the forward weights W_1..W_{L+1}. Feedback matrices are
+stored in the orientation they are multiplied in, δh = (signal) @ B, so B for FA has W's own
+shape and `fa` with B_i = W_{i+1} *is* `bp`. eq. (10) then turns δa into weight updates
+identically for every rule (nets.weight_updates); the output layer always learns from e.
+
+To add a rule: write its `deltas` (and `feedback` if it has its own matrices), add one
+entry to RULES, and a one-line conf/method/<name>.yaml.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .nets import uniform
+
+
+# --- update directions ----------------------------------------------------------------
+
+def _backward_chain(e: Tensor, dfs: list[Tensor], mats: list[Tensor]) -> list[Tensor]:
+    """δa_i = (δa_{i+1} M_{i+1}) ⊙ f'(a_i), from the top hidden layer down."""
+    deltas, d = [], e
+    for M, df in zip(reversed(mats), reversed(dfs)):
+        d = torch.bmm(d, M) * df
+        deltas.append(d)
+    return deltas[::-1]
+
+
+def bp(e, dfs, W, B):
+    """Eq. (6): back-propagate through the transposed forward weights."""
+    return _backward_chain(e, dfs, W[1:])
+
+
+def fa(e, dfs, W, B):
+    """Eq. (7): back-propagate layer by layer through fixed random matrices."""
+    return _backward_chain(e, dfs, B)
+
+
+def dfa(e, dfs, W, B):
+    """Eq. (8): every hidden layer gets the output error directly, δa_i = (e B_i) ⊙ f'(a_i)."""
+    return [torch.bmm(e, Bi) * df for Bi, df in zip(B, dfs)]
+
+
+def ifa(e, dfs, W, B):
+    """Eq. (9): e reaches the first hidden layer only; its direction is propagated forward,
+    δa_i = (δa_{i-1} W_iᵀ) ⊙ f'(a_i) for the layers above."""
+    deltas = [torch.bmm(e, B[0]) * dfs[0]]
+    for Wi, df in zip(W[1:-1], dfs[1:]):
+        deltas.append(torch.bmm(deltas[-1], Wi.transpose(1, 2)) * df)
+    return deltas
+
+
+# --- feedback matrices (one seed; uniform ±1/sqrt(n), n = units receiving the feedback) --
+
+def no_feedback(W: list[Tensor], classes: int, gen: torch.Generator) -> list[Tensor]:
+    return []
+
+
+def copy_of_forward(W: list[Tensor], classes: int, gen: torch.Generator) -> list[Tensor]:
+    """FA: B_i is W_{i+1} as first sampled (±1/sqrt(fan_in), fan_in = n_i receives), before zeroing."""
+    return [w.clone() for w in W[1:]]
+
+
+def _random(classes: int, n: int, gen: torch.Generator) -> Tensor:
+    return uniform((classes, n), n ** -0.5, gen)
+
+
+def direct(W: list[Tensor], classes: int, gen: torch.Generator) -> list[Tensor]:
+    """DFA: one independent [classes, n_i] matrix per hidden layer (W_i has n_i rows)."""
+    return [_random(classes, w.shape[0], gen) for w in W[:-1]]
+
+
+def first_layer_only(W: list[Tensor], classes: int, gen: torch.Generator) -> list[Tensor]:
+    """IFA: a single [classes, n_1] matrix into the first hidden layer."""
+    return [_random(classes, W[0].shape[0], gen)]
+
+
+# --- registry -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    deltas: Callable[[Tensor, list[Tensor], list[Tensor], list[Tensor]], list[Tensor]]
+    feedback: Callable[[list[Tensor], int, torch.Generator], list[Tensor]]
+    zero_init: bool  # the paper's FA/DFA start from zero weights where the activation allows
+
+
+RULES: dict[str, Rule] = {
+    "bp": Rule(bp, no_feedback, zero_init=False),
+    "fa": Rule(fa, copy_of_forward, zero_init=True),
+    "dfa": Rule(dfa, direct, zero_init=True),
+    # IFA's upper layers learn only through W_i (eq. 9): zero weights would never move,
+    # and the paper reports IFA "starting from a random initialization".
+    "ifa": Rule(ifa, first_layer_only, zero_init=False),
+}

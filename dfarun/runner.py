@@ -1,0 +1,101 @@
+"""`run(cfg)`: validate, skip finished seeds, load data, train the rest stacked, write records."""
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import store
+from .config import effective_lr, resolve_device, validate
+from .data import load
+from .nets import layer_sizes
+from .rules import RULES
+from .train import SeedResult, fit, init_state
+
+log = logging.getLogger("dfarun")
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    """Train every seed of `cfg` that has no record yet; return all of its seeds' records."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    seeds = list(cfg.seeds)
+    done = {} if cfg.force else {s: r for s in seeds if (r := store.read(store.record_path(cfg, s)))}
+    if done:
+        log.info(f"skipping seeds {sorted(done)}: records exist in {cfg.store}/ (force=true retrains)")
+    todo = [s for s in seeds if s not in done]
+    if todo:
+        done.update(_train(cfg, todo, device))
+    return [done[s] for s in seeds]
+
+
+def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int, dict]:
+    data = load(cfg.dataset, cfg.data_dir, device)
+    rule = RULES[cfg.method.name]
+    sizes = layer_sizes(data.features, cfg.model.depth, cfg.model.width, cfg.dataset.classes)
+    log.info(f"{cfg.dataset.name} {cfg.model.name} {cfg.method.name}: seeds {seeds} on {device}, "
+             f"lr {effective_lr(cfg):g}, batch {cfg.batch_size}, at most {cfg.max_epochs} epochs")
+    started = time.time()
+    state = init_state(seeds, sizes, cfg.model.activation, rule, device)
+    context = _context(cfg, device, len(seeds))
+    records = {}
+
+    def finish(result: SeedResult) -> None:
+        records[result.seed] = rec = _record(context, result, time.time() - started)
+        store.write(store.record_path(cfg, result.seed), rec)
+
+    fit(state, data, rule, effective_lr(cfg), cfg.batch_size, cfg.max_epochs, on_final=finish)
+    for seed in seeds:
+        r = records[seed]
+        log.info(f"seed {seed}: {r['stop']} after {r['epochs']} epochs, train {_pct(r['train_error'])}, "
+                 f"test {_pct(r['test_error'])}")
+    log.info(f"records: {store.record_path(cfg, seeds[0]).parent}/")
+    return records
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}%"
+
+
+def _context(cfg: DictConfig, device: torch.device, stacked: int) -> dict:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["lr"] = effective_lr(cfg)
+    return {
+        "format": store.FORMAT,
+        "key": store.experiment_key(cfg),
+        "config": config,
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "stacked_seeds": stacked,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+    }
+
+
+def _record(context: dict, result: SeedResult, wall_seconds: float) -> dict:
+    last = result.history[-1]
+    diverged = result.stop == "diverged"
+    return {
+        **context,
+        "seed": result.seed,
+        "stop": result.stop,
+        "epochs": last["epoch"],
+        "train_error": None if diverged else last["train_error"],
+        "test_error": None if diverged else last["test_error"],
+        "wall_seconds": wall_seconds,
+        "history": result.history,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

@@ -1,0 +1,29 @@
+"""Shared fixtures: configs composed exactly as the CLI composes them, shrunk to tiny sizes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from dfarun.config import CONF_DIR
+
+TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128",
+        "dataset.features=16", "max_epochs=2", "device=cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _determinism():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """make_cfg("method=bp", ...) -> a composed DictConfig writing records under tmp_path."""
+    def make(*overrides: str, tiny: bool = True):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            base = TINY if tiny else []
+            return compose("config", overrides=[*base, f"store={tmp_path / 'runs'}", *overrides])
+    return make

@@ -1,0 +1,150 @@
+"""The load-bearing checks: each rule's update against autograd and against the paper's equations."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dfarun.nets import ACTIVATIONS, MLP, layer_sizes, sample_layers
+from dfarun.rules import RULES
+from dfarun.train import bce, init_state, updates
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Exact comparisons in double precision; training itself runs in float32."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+S, B, D, C = 3, 5, 7, 4  # seeds, batch, inputs, classes
+
+
+def random_net(activation: str, depth: int = 3, width: int = 6) -> MLP:
+    sizes = layer_sizes(D, depth, width, C)
+    per_seed = [sample_layers(sizes, torch.Generator().manual_seed(s)) for s in range(S)]
+    stack = lambda i: [torch.stack(ts).double() for ts in zip(*(p[i] for p in per_seed))]
+    return MLP(stack(0), stack(1), activation)
+
+
+def batch():
+    x = torch.rand(S, B, D)
+    target = torch.eye(C)[torch.randint(C, (S, B))]
+    return x, target
+
+
+def feedback(rule: str, net: MLP) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(9)
+    per_seed = [RULES[rule].feedback([w[s].float() for w in net.weights], C, gen) for s in range(S)]
+    return [torch.stack(ts).double() for ts in zip(*per_seed)]
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("depth", [1, 3])
+def test_bp_equals_autograd_of_summed_bce(activation, depth):
+    net = random_net(activation, depth)
+    x, target = batch()
+    ours, _ = updates(net, [], RULES["bp"], x, target)
+    params = [p.clone().requires_grad_() for p in net.params]
+    L = depth + 1
+    ref = MLP(params[:L], params[L:], activation)
+    _, a_y = ref.forward(x)
+    grads = torch.autograd.grad(bce(a_y, target).sum(), params)
+    assert len(ours) == len(grads) == 2 * L
+    for g_ours, g_ref in zip(ours, grads):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_fa_with_forward_weights_as_feedback_is_bp(activation):
+    net = random_net(activation)
+    x, target = batch()
+    fa, _ = updates(net, net.weights[1:], RULES["fa"], x, target)
+    bp, _ = updates(net, [], RULES["bp"], x, target)
+    for a, b in zip(fa, bp):
+        torch.testing.assert_close(a, b)
+
+
+def test_one_hidden_layer_fa_equals_dfa_with_the_same_b():
+    net = random_net("tanh", depth=1)
+    x, target = batch()
+    B = [torch.rand(S, C, 6) - 0.5]
+    fa, _ = updates(net, B, RULES["fa"], x, target)
+    dfa, _ = updates(net, B, RULES["dfa"], x, target)
+    for a, b in zip(fa, dfa):
+        torch.testing.assert_close(a, b)
+
+
+def test_dfa_deltas_are_e_times_b_times_fprime():
+    net = random_net("tanh")
+    x, target = batch()
+    B = feedback("dfa", net)
+    hs, a_y = net.forward(x)
+    e = torch.sigmoid(a_y) - target
+    deltas = RULES["dfa"].deltas(e, [1 - h**2 for h in hs[1:]], net.weights, B)
+    for i, d in enumerate(deltas):
+        expect = torch.einsum("sbc,scn->sbn", e, B[i]) * (1 - torch.tanh(
+            torch.einsum("sbd,snd->sbn", hs[i], net.weights[i]) + net.biases[i][:, None]) ** 2)
+        torch.testing.assert_close(d, expect)
+    # and eq. (10) with them: dW_i = δa_iᵀ h_{i-1}
+    grads, _ = updates(net, B, RULES["dfa"], x, target)
+    for i, d in enumerate(deltas):
+        torch.testing.assert_close(grads[i], torch.einsum("sbn,sbd->snd", d, hs[i]))
+    torch.testing.assert_close(grads[len(deltas)], torch.einsum("sbc,sbd->scd", e, hs[-1]))
+
+
+def test_ifa_follows_equation_9():
+    net = random_net("tanh", depth=3)
+    x, target = batch()
+    B = feedback("ifa", net)
+    assert len(B) == 1 and B[0].shape == (S, C, 6)
+    hs, a_y = net.forward(x)
+    e = torch.sigmoid(a_y) - target
+    dfs = [1 - h**2 for h in hs[1:]]
+    deltas = RULES["ifa"].deltas(e, dfs, net.weights, B)
+    d1 = (e @ B[0]) * dfs[0]
+    d2 = torch.einsum("snm,sbm->sbn", net.weights[1], d1) * dfs[1]  # (W_2 δa_1) ⊙ f'(a_2)
+    d3 = torch.einsum("snm,sbm->sbn", net.weights[2], d2) * dfs[2]
+    for got, want in zip(deltas, [d1, d2, d3]):
+        torch.testing.assert_close(got, want)
+
+
+# --- initialisation ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method,activation,zero", [
+    ("bp", "tanh", False), ("fa", "tanh", True), ("dfa", "tanh", True), ("dfa", "logistic", True),
+    ("fa", "logistic", True), ("dfa", "relu", False), ("fa", "relu", False), ("ifa", "tanh", False)])
+def test_forward_init(method, activation, zero):
+    sizes = [100, 50, 50, 10]
+    state = init_state([0, 1], sizes, activation, RULES[method], torch.device("cpu"))
+    for w, fan_in in zip(state.net.weights, sizes[:-1]):
+        if zero:
+            assert torch.count_nonzero(w) == 0
+        else:
+            assert w.abs().max() <= fan_in ** -0.5
+            assert w.abs().max() > 0.9 * fan_in ** -0.5  # uniform over the whole range
+    for b in state.net.biases:
+        assert (torch.count_nonzero(b) == 0) == zero
+
+
+def test_feedback_shapes_and_scales():
+    sizes = [100, 50, 30, 10]  # fan-out (receiving layer) differs per layer
+    dev = torch.device("cpu")
+    dfa = init_state([0], sizes, "tanh", RULES["dfa"], dev).feedback
+    assert [tuple(b.shape) for b in dfa] == [(1, 10, 50), (1, 10, 30)]
+    for b, n in zip(dfa, [50, 30]):
+        assert b.abs().max() <= n ** -0.5 and b.abs().max() > 0.9 * n ** -0.5
+    # FA: the forward weights as first sampled (same draws as BP's init), before zeroing
+    fa = init_state([0], sizes, "tanh", RULES["fa"], dev).feedback
+    bp = init_state([0], sizes, "tanh", RULES["bp"], dev)
+    assert len(fa) == 2
+    for b, w in zip(fa, bp.net.weights[1:]):
+        torch.testing.assert_close(b, w)
+    ifa = init_state([0], sizes, "tanh", RULES["ifa"], dev).feedback
+    assert [tuple(b.shape) for b in ifa] == [(1, 10, 50)]
+    assert init_state([0], sizes, "tanh", RULES["bp"], dev).feedback == []
+
+
+def test_seeds_draw_different_weights_and_feedback():
+    state = init_state([0, 1], [20, 8, 3], "tanh", RULES["dfa"], torch.device("cpu"))
+    assert not torch.equal(state.feedback[0][0], state.feedback[0][1])

@@ -1,0 +1,105 @@
+"""The training loop: optimizer, stacked seeds, stopping rule, divergence."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dfarun.data import Data
+from dfarun.rules import RULES
+from dfarun.train import AVG_KEEP, STOP_AT, fit, init_state, rmsprop_, train_epoch
+
+CPU = torch.device("cpu")
+
+
+def toy_data(n=300, d=12, classes=3, seed=0) -> Data:
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(classes, d, generator=g)
+    y = torch.randint(classes, (n,), generator=g)
+    x = (protos[y] + 0.1 * torch.randn(n, d, generator=g)).clamp(0, 1)
+    return Data(x[:200], y[:200], x[200:], y[200:])
+
+
+def test_rmsprop_matches_torch_optim():
+    p = torch.randn(2, 5, 4)
+    ours, theirs = p.clone(), p.clone().requires_grad_()
+    opt = torch.optim.RMSprop([theirs], lr=1e-2, alpha=0.99, eps=1e-8)
+    sq = [torch.zeros_like(p)]
+    for _ in range(5):
+        g = torch.randn_like(p)
+        rmsprop_([ours], [g], sq, 1e-2)
+        theirs.grad = g.clone()
+        opt.step()
+    torch.testing.assert_close(ours, theirs.detach())
+
+
+@pytest.mark.parametrize("method", ["bp", "dfa"])
+def test_stacked_seeds_equal_single_seed(method):
+    data = toy_data()
+    sizes = [12, 16, 16, 3]
+    stacked = init_state([3, 5, 7], sizes, "tanh", RULES[method], CPU)
+    alone = init_state([5], sizes, "tanh", RULES[method], CPU)
+    for _ in range(3):
+        e_stack, l_stack = train_epoch(stacked, data, RULES[method], 1e-2, 32)
+        e_alone, l_alone = train_epoch(alone, data, RULES[method], 1e-2, 32)
+        assert e_stack[1] == e_alone[0]
+        torch.testing.assert_close(l_stack[1], l_alone[0], rtol=1e-4, atol=1e-4)
+    for p_stack, p_alone in zip(stacked.net.params, alone.net.params):
+        torch.testing.assert_close(p_stack[1], p_alone[0], rtol=1e-4, atol=1e-5)
+    # and the seeds really are different runs
+    assert not torch.allclose(stacked.net.weights[0][0], stacked.net.weights[0][1])
+
+
+def test_each_epoch_reshuffles_and_sees_every_example_once_with_a_short_last_batch(monkeypatch):
+    import dfarun.train as train
+    data = toy_data()  # 200 training examples, batch 64 -> 64, 64, 64, 8
+    data.x_train[:, 0] = torch.arange(200.0)  # tag each example by its row
+    batches = []
+    real = train.updates
+    monkeypatch.setattr(train, "updates", lambda net, fb, rule, x, t: (batches.append(x), real(net, fb, rule, x, t))[1])
+    state = init_state([0, 1], [12, 8, 3], "tanh", RULES["bp"], CPU)
+    orders = []
+    for _ in range(2):
+        batches.clear()
+        train_epoch(state, data, RULES["bp"], 1e-3, 64)
+        assert [b.shape[1] for b in batches] == [64, 64, 64, 8]
+        tags = torch.cat([b[:, :, 0] for b in batches], dim=1).long()  # [seeds, 200]
+        for seed_tags in tags:
+            assert torch.equal(seed_tags.sort().values, torch.arange(200))
+        orders.append(tags)
+    assert not torch.equal(orders[0][0], orders[0][1])  # each seed has its own order
+    assert not torch.equal(orders[0][0], orders[1][0])  # and a new one every epoch
+
+
+def test_converges_and_stops_on_the_moving_average_rule():
+    data = toy_data()
+    state = init_state([0], [12, 32, 3], "tanh", RULES["dfa"], CPU)
+    [result] = fit(state, data, RULES["dfa"], 1e-2, 16, max_epochs=100)
+    assert result.stop == "converged"
+    m = 1.0
+    for row in result.history:
+        m = AVG_KEEP * m + (1 - AVG_KEEP) * row["train_error"] / 100
+        assert (m <= STOP_AT) == (row is result.history[-1])
+
+
+def test_max_epochs_stop():
+    data = toy_data()
+    state = init_state([0, 1], [12, 8, 3], "tanh", RULES["fa"], CPU)
+    results = fit(state, data, RULES["fa"], 1e-4, 64, max_epochs=2)
+    assert sorted(r.seed for r in results) == [0, 1]
+    assert all(r.stop == "max_epochs" and len(r.history) == 2 for r in results)
+
+
+def test_a_diverged_seed_stops_and_the_others_go_on():
+    data = toy_data()
+    state = init_state([0, 1, 2], [12, 32, 3], "tanh", RULES["dfa"], CPU)
+    state.net.weights[1][1].fill_(float("nan"))  # seed 1 is broken from the start
+    final = []
+    results = fit(state, data, RULES["dfa"], 1e-2, 16, max_epochs=100, on_final=final.append)
+    by_seed = {r.seed: r for r in results}
+    assert by_seed[1].stop == "diverged" and len(by_seed[1].history) == 1
+    assert not math.isfinite(by_seed[1].history[0]["train_loss"])
+    for s in (0, 2):
+        assert by_seed[s].stop == "converged" and len(by_seed[s].history) > 1
+    assert [r.seed for r in final][0] == 1  # reported as soon as it was final
