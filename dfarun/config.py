@@ -6,6 +6,7 @@ so a bad value fails at start with one line, before anything is loaded or writte
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,9 +100,15 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.max_epochs >= 1, "max_epochs", cfg.max_epochs, "expected an int >= 1")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "expected an int >= 1")
     lr = effective_lr(cfg)
-    _check(lr > 0, "lr", lr, "expected a float > 0 (or null for the data set's rate)")
-    _check(cfg.dataset.lr > 0, "dataset.lr", cfg.dataset.lr, "expected a float > 0")
+    _check(math.isfinite(lr) and lr > 0, "lr", lr, "expected a float > 0 (or null for the data set's rate)")
+    _check(math.isfinite(cfg.dataset.lr) and cfg.dataset.lr > 0, "dataset.lr", cfg.dataset.lr,
+           "expected a float > 0")
     size = cfg.dataset.train_size
+    if cfg.dataset.name == "synthetic":  # generated: every size must be given
+        for key in ("train_size", "test_size", "features"):
+            v = cfg.dataset[key]
+            _check(v is not None and v >= 1, f"dataset.{key}", v, "expected an int >= 1")
+        _check(cfg.dataset.noise >= 0, "dataset.noise", cfg.dataset.noise, "expected a float >= 0")
     _check(size is None or size >= 1, "dataset.train_size", size, "expected null or an int >= 1")
     resolve_device(cfg.device)
 

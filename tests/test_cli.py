@@ -1,0 +1,103 @@
+"""The installed `dfarun` console script, run as a user runs it (cwd = a fresh tmp_path).
+
+Each call pays ~5 s of imports, so the file makes five calls in all: one run, one sweep,
+two bad values and one unknown group option.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "dataset.features=16"]
+
+
+def dfarun_script() -> str:
+    here = Path(sys.executable).parent / "dfarun"  # the venv running pytest
+    found = str(here) if here.exists() else shutil.which("dfarun")
+    assert found, "the dfarun console script is not installed (pip install -e .)"
+    return found
+
+
+def dfarun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # as a user sees it
+    return subprocess.run([dfarun_script(), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def records(runs: Path) -> list[Path]:
+    return sorted(runs.glob("*.json"))
+
+
+def test_single_run_prints_each_epoch_and_writes_only_its_records(tmp_path):
+    runs = tmp_path / "runs"
+    out = dfarun(tmp_path, *TINY, "max_epochs=2", "seeds=[0,1]", f"store={runs}",
+                 "model=2x800_tanh", "method=dfa")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+    epochs = [int(m.group(1)) for m in re.finditer(r"^epoch\s+(\d+)/2\b", out.stdout, re.M)]
+    assert epochs == [1, 2]
+
+    assert os.listdir(tmp_path) == ["runs"]             # no outputs/, .hydra/ or log file
+    files = records(runs)
+    assert sorted(os.listdir(runs)) == [p.name for p in files]  # no temp files either
+    assert [p.name[-10:] for p in files] == ["seed0.json", "seed1.json"]
+    recs = [json.loads(p.read_text()) for p in files]
+    assert [r["seed"] for r in recs] == [0, 1]
+    assert all(r["config"]["model"]["name"] == "2x800_tanh" and r["config"]["method"]["name"] == "dfa"
+               and r["epochs"] == len(r["history"]) for r in recs)
+
+
+def test_multirun_writes_one_record_per_job(tmp_path):
+    runs = tmp_path / "runs"
+    out = dfarun(tmp_path, "-m", "method=bp,fa,dfa", "model=1x800_tanh,3x50_tanh", *TINY,
+                 "max_epochs=1", "device=cpu", f"store={runs}")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+    names = {p.name for p in records(runs)}
+    assert len(names) == 6
+    assert {tuple(n.split("_")[1:4]) for n in names} == {
+        (d, "tanh", m) for d in ("1x800", "3x50") for m in ("bp", "fa", "dfa")}
+    assert os.listdir(tmp_path) == ["runs"]
+    assert set(os.listdir(runs)) == names | {"sweeps"}
+    assert len(list((runs / "sweeps").glob("*/multirun.yaml"))) == 1
+
+
+def _no_such_cuda() -> str:
+    return "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("max_epochs=0", "max_epochs"),
+    (f"device={_no_such_cuda()}", "device"),
+], ids=["max_epochs=0", "device=cuda"])
+def test_bad_value_exits_2_with_one_line_and_writes_nothing(tmp_path, override, key):
+    runs = tmp_path / "runs"
+    out = dfarun(tmp_path, *TINY, "max_epochs=1", f"store={runs}", override)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"dfarun: error: {key}=")
+    assert "Traceback" not in out.stdout + out.stderr
+    assert not runs.exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path):
+    out = dfarun(tmp_path, "method=nope", f"store={tmp_path / 'runs'}")
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text
+    assert "method/nope" in text
+    listing = text[text.index("Available options in 'method'"):]
+    assert re.findall(r"^\s+(\w+)$", listing, re.M)[:4] == ["bp", "dfa", "fa", "ifa"]
+    assert os.listdir(tmp_path) == []

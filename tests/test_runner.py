@@ -1,0 +1,278 @@
+"""runner.run on composed configs: records, skip-if-done, validation, stacked seeds.
+
+Configs come from `make_cfg` (conftest.py): composed exactly as the CLI composes them and
+shrunk to a tiny synthetic set with the store under tmp_path. Training tests use the small
+3x50_tanh model so each stays around a second on two CPU cores.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import dfarun.runner as runner
+from dfarun import store
+from dfarun.config import CONF_DIR, ConfigError, DfarunError, validate
+from dfarun.runner import run
+
+SMALL = "model=3x50_tanh"
+HISTORY_KEYS = {"epoch", "train_error", "train_loss", "test_error", "seconds"}
+STOPS = {"converged", "max_epochs", "diverged"}
+
+
+@pytest.fixture
+def train_calls(monkeypatch):
+    """Spy on runner._train: the list of seed lists it was asked to train (it still trains)."""
+    calls: list[list[int]] = []
+    real = runner._train
+
+    def spy(cfg, seeds, device):
+        calls.append(list(seeds))
+        return real(cfg, seeds, device)
+
+    monkeypatch.setattr(runner, "_train", spy)
+    return calls
+
+
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"  # where make_cfg points `store`
+
+
+def snapshot(cfg, seeds) -> dict[int, tuple[int, int]]:
+    """(inode, mtime_ns) of each seed's record: a rewrite (os.replace) changes the inode."""
+    out = {}
+    for s in seeds:
+        st = store.record_path(cfg, s).stat()
+        out[s] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+# --- the record ---------------------------------------------------------------------------
+
+def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, tmp_path):
+    cfg = make_cfg(SMALL, "method=dfa", "seeds=[0,1,2]")
+    records = run(cfg)
+
+    assert [r["seed"] for r in records] == [0, 1, 2]
+    runs = store_dir(tmp_path)
+    names = sorted(os.listdir(runs))  # listdir shows dotfiles too: a left-over temp file would show
+    assert names == sorted(store.record_path(cfg, s).name for s in (0, 1, 2))
+    assert len(set(names)) == 3
+    assert all(store.record_path(cfg, s).name.endswith(f"_seed{s}.json") for s in (0, 1, 2))
+    assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")]
+
+    for seed, rec in zip((0, 1, 2), records):
+        path = store.record_path(cfg, seed)
+        assert path.stat().st_mode & 0o777 == 0o644
+        assert json.loads(path.read_text()) == rec      # what run returns is what is on disk
+        assert store.read(path) == rec
+
+        # the resolved config (with the effective learning rate)
+        conf = rec["config"]
+        assert conf["model"] == {"name": "3x50_tanh", "depth": 3, "width": 50, "activation": "tanh"}
+        assert conf["method"] == {"name": "dfa"}
+        assert conf["dataset"]["name"] == "synthetic" and conf["dataset"]["train_size"] == 256
+        assert conf["max_epochs"] == 2 and conf["batch_size"] == 64 and conf["seeds"] == [0, 1, 2]
+        assert conf["lr"] == pytest.approx(1e-3)   # lr: null -> the data set's rate, resolved
+        assert "${" not in json.dumps(conf)        # interpolations resolved
+
+        assert rec["seed"] == seed
+        assert rec["format"] == store.FORMAT
+        assert rec["key"] == store.experiment_key(cfg)
+        assert rec["device"] == "cpu"
+        assert rec["torch"] == torch.__version__
+        assert "git_commit" in rec
+        assert rec["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", rec["git_commit"])
+        assert rec["stacked_seeds"] == 3
+        assert isinstance(rec["wall_seconds"], float) and rec["wall_seconds"] > 0
+
+        assert rec["stop"] in STOPS
+        hist = rec["history"]
+        assert [h["epoch"] for h in hist] == list(range(1, rec["epochs"] + 1))
+        assert 1 <= rec["epochs"] <= 2
+        if rec["stop"] == "max_epochs":
+            assert rec["epochs"] == 2
+        for h in hist:
+            assert set(h) == HISTORY_KEYS
+            assert 0 <= h["train_error"] <= 100 and 0 <= h["test_error"] <= 100
+            assert math.isfinite(h["train_loss"]) and h["train_loss"] > 0
+            assert h["seconds"] >= 0
+        # percentages of 256 training / 128 test examples
+        for h in hist:
+            assert h["train_error"] * 2.56 == pytest.approx(round(h["train_error"] * 2.56))
+            assert h["test_error"] * 1.28 == pytest.approx(round(h["test_error"] * 1.28))
+        assert rec["train_error"] == hist[-1]["train_error"]
+        assert rec["test_error"] == hist[-1]["test_error"]
+
+    # the seeds are different runs
+    assert records[0]["history"] != records[1]["history"]
+
+
+# --- skip-if-done -------------------------------------------------------------------------
+
+def test_second_run_skips_finished_seeds_extra_seed_trains_alone_force_retrains(
+        make_cfg, train_calls, caplog):
+    caplog.set_level(logging.INFO, logger="dfarun")
+    cfg = make_cfg(SMALL, "seeds=[0,1]")
+    first = run(cfg)
+    assert train_calls == [[0, 1]]
+    before = snapshot(cfg, (0, 1))
+
+    caplog.clear()
+    again = run(cfg)
+    assert train_calls == [[0, 1]]                  # nothing retrained
+    assert again == first
+    assert snapshot(cfg, (0, 1)) == before          # files untouched
+    assert "skipping seeds [0, 1]" in caplog.text
+
+    caplog.clear()
+    more = run(make_cfg(SMALL, "seeds=[0,1,2]"))
+    assert train_calls[-1] == [2]                   # only the new seed
+    assert len(train_calls) == 2
+    assert [r["seed"] for r in more] == [0, 1, 2]
+    assert more[:2] == first
+    assert more[2]["stacked_seeds"] == 1
+    assert snapshot(cfg, (0, 1)) == before
+    assert "skipping seeds [0, 1]" in caplog.text
+
+    forced = run(make_cfg(SMALL, "seeds=[0,1]", "force=true"))
+    assert train_calls[-1] == [0, 1]
+    after = snapshot(cfg, (0, 1))
+    assert all(after[s][0] != before[s][0] for s in (0, 1))   # rewritten
+    # same seeds, same numbers: training is deterministic
+    for old, new in zip(first, forced):
+        assert [h["train_loss"] for h in new["history"]] == pytest.approx(
+            [h["train_loss"] for h in old["history"]], rel=1e-5)
+
+
+def test_unreadable_or_foreign_record_is_retrained(make_cfg, train_calls):
+    cfg = make_cfg(SMALL)
+    path = store.record_path(cfg, 0)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": 1, "seed": 0, "hist')          # truncated: not a record
+    rec = run(cfg)[0]
+    assert train_calls == [[0]]
+    assert store.read(path) == rec
+
+    path.write_text(json.dumps({**rec, "format": store.FORMAT + 1}))  # another layout
+    run(cfg)
+    assert train_calls == [[0], [0]]
+    assert store.read(path)["format"] == store.FORMAT
+
+
+def test_runtime_keys_keep_the_record_a_changed_experiment_trains_anew(make_cfg, train_calls):
+    run(make_cfg(SMALL, "device=cpu", "seeds=[0]"))
+    assert train_calls == [[0]]
+    # other device, data_dir and seed list: seed 0 is the same experiment and is skipped
+    run(make_cfg(SMALL, "device=auto", "data_dir=/nonexistent/elsewhere", "seeds=[1,0]"))
+    assert train_calls == [[0], [1]]
+    # another learning rate is another experiment
+    run(make_cfg(SMALL, "lr=0.002", "seeds=[0]"))
+    assert train_calls == [[0], [1], [0]]
+
+
+BASE = (SMALL, "method=dfa")
+
+
+@pytest.mark.parametrize("override", [
+    "lr=0.002", "max_epochs=3", "model=1x800_tanh", "method=bp", "batch_size=32",
+    "dataset.train_size=128", "model.activation=relu", "dataset.data_seed=7",
+])
+def test_experiment_keys_change_the_record_file(make_cfg, override):
+    base = store.record_path(make_cfg(*BASE), 0)
+    changed = store.record_path(make_cfg(*BASE, override), 0)
+    assert changed != base
+    assert changed.parent == base.parent
+
+
+@pytest.mark.parametrize("override", [
+    "device=auto", "data_dir=/somewhere/else", "seeds=[0,4,9]", "force=true",
+    "lr=0.001",   # explicitly the data set's rate: the same experiment as lr=null
+])
+def test_runtime_keys_do_not_change_the_record_file(make_cfg, override):
+    assert store.record_path(make_cfg(*BASE, override), 0) == store.record_path(make_cfg(*BASE), 0)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+def _cuda_missing() -> str:
+    """A CUDA device that does not exist here: cuda itself on a machine without a GPU."""
+    return "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+
+
+@pytest.mark.parametrize("override, key, shown", [
+    ("max_epochs=0", "max_epochs", "0"),
+    ("seeds=[]", "seeds", "[]"),
+    ("lr=-1", "lr", "-1"),
+    ("lr=0", "lr", "0"),
+    ("device=tpu", "device", "tpu"),
+    (f"device={_cuda_missing()}", "device", _cuda_missing()),
+    ("batch_size=0", "batch_size", "0"),
+    ("seeds=[1,1]", "seeds", "[1, 1]"),
+    ("seeds=[-1]", "seeds", "-1"),
+    ("model.activation=softplus", "model.activation", "softplus"),
+    ("model.depth=0", "model.depth", "0"),
+    ("model.width=0", "model.width", "0"),
+])
+def test_bad_values_raise_one_line_config_error_and_write_nothing(
+        make_cfg, tmp_path, train_calls, override, key, shown):
+    cfg = make_cfg(SMALL, override)
+    with pytest.raises(ConfigError) as info:
+        run(cfg)
+    msg = str(info.value)
+    assert isinstance(info.value, DfarunError)
+    assert "\n" not in msg
+    assert msg.startswith(f"{key}=")
+    assert shown in msg.split(": ", 1)[0]     # the bad value, next to its key
+    assert train_calls == []
+    assert not store_dir(tmp_path).exists()
+
+
+# --- every shipped model x method composes -------------------------------------------------
+
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+
+
+def test_config_groups_are_not_empty():
+    assert len(MODELS) >= 10 and {"2x800_tanh", "1x800_tanh", "3x50_tanh"} <= set(MODELS)
+    assert METHODS == ["bp", "dfa", "fa", "ifa"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_and_method_composes_and_validates(make_cfg, model, method):
+    cfg = make_cfg(f"model={model}", f"method={method}", tiny=False)
+    validate(cfg)
+    assert cfg.model.name == model and cfg.method.name == method
+    # the file name promises the architecture: <depth>x<width>_<activation>
+    depth, width, activation = re.fullmatch(r"(\d+)x(\d+)_(\w+)", model).groups()
+    assert (cfg.model.depth, cfg.model.width, cfg.model.activation) == (int(depth), int(width), activation)
+    assert store.record_path(cfg, 0).name.startswith(f"mnist_{model}_{method}_")
+
+
+# --- stacked seeds = seeds alone -------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["bp", "dfa"])
+def test_stacked_seed_record_matches_the_seed_trained_alone(make_cfg, method):
+    stacked = run(make_cfg(SMALL, f"method={method}", "max_epochs=3", "seeds=[0,1,2]"))
+    alone = run(make_cfg(SMALL, f"method={method}", "max_epochs=3", "seeds=[1]", "force=true"))[0]
+    together = stacked[1]
+    assert together["stacked_seeds"] == 3 and alone["stacked_seeds"] == 1
+    assert alone["key"] == together["key"]
+    assert (alone["seed"], alone["stop"], alone["epochs"]) == (together["seed"], together["stop"], together["epochs"])
+    assert [h["train_loss"] for h in alone["history"]] == pytest.approx(
+        [h["train_loss"] for h in together["history"]], rel=1e-3)
+    # error counts may differ by at most one example on a float tie: 1/256 train, 1/128 test
+    for a, t in zip(alone["history"], together["history"]):
+        assert a["train_error"] == pytest.approx(t["train_error"], abs=100 / 256 + 1e-9)
+        assert a["test_error"] == pytest.approx(t["test_error"], abs=100 / 128 + 1e-9)
+    # ... while another seed of the stack is a different run
+    assert [h["train_loss"] for h in stacked[0]["history"]] != pytest.approx(
+        [h["train_loss"] for h in together["history"]], rel=1e-3)
