@@ -17,6 +17,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SCHEDULES = ("constant", "auto")
+VAL_SIZE = 10_000  # val=true holds out the last 10,000 training examples (author's split)
 
 
 class DfarunError(Exception):
@@ -46,6 +48,7 @@ class DatasetConf:
 @dataclass
 class ModelConf:
     name: str = MISSING
+    label: str = MISSING                # the paper's row name, e.g. "2x800 Tanh"
     depth: int = MISSING                # hidden layers
     width: int = MISSING                # units per hidden layer
     activation: str = MISSING
@@ -57,10 +60,24 @@ class MethodConf:
 
 
 @dataclass
+class RegConf:
+    name: str = "none"
+    label: str = ""                     # appended to the model's row name, e.g. " + DO"
+    p_input: float = 0.0                # dropout probability on the input
+    p_hidden: float = 0.0               # dropout probability after each hidden layer
+    eps: float = 0.0                    # fast-gradient-sign step (input units)
+
+
+@dataclass
 class Config:
     dataset: DatasetConf = MISSING
     model: ModelConf = MISSING
     method: MethodConf = MISSING
+    reg: RegConf = field(default_factory=RegConf)
+    profile: str = "default"            # budget profile that set seeds and max_epochs
+    table: Optional[int] = None         # the paper table an experiment grid belongs to
+    val: bool = False                   # hold out the last VAL_SIZE training examples
+    schedule: str = "constant"          # constant | auto (author's halving schedule)
     seeds: List[int] = field(default_factory=lambda: [0])
     max_epochs: int = 300
     lr: Optional[float] = None
@@ -110,6 +127,15 @@ def validate(cfg: DictConfig) -> None:
             _check(v is not None and v >= 1, f"dataset.{key}", v, "expected an int >= 1")
         _check(cfg.dataset.noise >= 0, "dataset.noise", cfg.dataset.noise, "expected a float >= 0")
     _check(size is None or size >= 1, "dataset.train_size", size, "expected null or an int >= 1")
+    _check(cfg.schedule in SCHEDULES, "schedule", cfg.schedule, f"expected one of {list(SCHEDULES)}")
+    for key in ("p_input", "p_hidden"):
+        p = cfg.reg[key]
+        _check(0 <= p < 1, f"reg.{key}", p, "expected a probability in [0, 1)")
+    _check(cfg.reg.eps >= 0, "reg.eps", cfg.reg.eps, "expected a float >= 0")
+    if cfg.val:
+        n = cfg.dataset.train_size or 0
+        _check(n == 0 or n > VAL_SIZE, "val", True,
+               f"needs more than {VAL_SIZE} training examples (dataset.train_size={n})")
     resolve_device(cfg.device)
 
 

@@ -26,10 +26,22 @@ class Data:
     y_train: Tensor  # [N] int64
     x_test: Tensor
     y_test: Tensor
+    x_val: Tensor | None = None  # held out from the end of the training set (val=true)
+    y_val: Tensor | None = None
 
     @property
     def features(self) -> int:
         return self.x_train.shape[1]
+
+    def evaluation(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """The sets scored after every epoch, by name."""
+        sets = {"val": (self.x_val, self.y_val)} if self.x_val is not None else {}
+        return sets | {"test": (self.x_test, self.y_test)}
+
+    def hold_out(self, n: int) -> Data:
+        """Move the last n training examples to a validation set."""
+        return Data(self.x_train[:-n], self.y_train[:-n], self.x_test, self.y_test,
+                    self.x_train[-n:], self.y_train[-n:])
 
 
 Raw = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -40,8 +52,8 @@ Raw = tuple[Tensor, Tensor, Tensor, Tensor]
 EXPECTED_FILES = {
     "mnist": ("MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]),
-    "cifar100": ("cifar-100-python", ["train", "test"]),
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]),
+    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
 }
 
 
@@ -52,8 +64,8 @@ def _torchvision(name: str, data_dir: str, train: bool):
     root = Path(data_dir).expanduser()
     try:
         return cls(root=str(root), train=train, download=False)
-    except RuntimeError:
-        pass  # not there yet (or failed its checksum): try the download
+    except Exception:  # missing, failed its checksum, or unreadable: try the download
+        pass
     folder, files = EXPECTED_FILES[name]
     created = [p for p in [root, *(root / folder).parents, root / folder] if not p.exists()]
     try:

@@ -9,7 +9,7 @@ hidden-layer update directions, and `weight_updates` applies eq. (10) for every 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -33,6 +33,24 @@ ACTIVATIONS: dict[str, Activation] = {
 
 # --- the network ------------------------------------------------------------------
 
+class Pass(NamedTuple):
+    hs: list[Tensor]    # inputs of each layer: h_0 = x, h_1 .. h_L (after dropout when it is on)
+    dfs: list[Tensor]   # dh_i/da_i = f'(a_i), times the dropout mask when it is on
+    a_y: Tensor         # output pre-activation [S, B, C]
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout (kept units scaled by 1/(1-p)); one generator draws every seed's masks."""
+    p_input: float
+    p_hidden: float
+    gen: torch.Generator
+
+    def mask(self, h: Tensor, p: float) -> Tensor:
+        keep = torch.rand(h.shape, generator=self.gen, device=h.device) >= p
+        return keep.to(h.dtype) / (1 - p)
+
+
 @dataclass
 class MLP:
     weights: list[Tensor]   # W_1 .. W_{L+1}; the last is the output layer
@@ -43,13 +61,21 @@ class MLP:
     def params(self) -> list[Tensor]:
         return self.weights + self.biases
 
-    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        """x [S, B, D] (or [B, D], shared by all seeds) -> ([h_0=x, h_1, ..., h_L], a_y [S, B, C])."""
-        f = ACTIVATIONS[self.activation].f
-        hs = [x]
+    def forward(self, x: Tensor, dropout: Dropout | None = None) -> Pass:
+        """x [S, B, D] (or [B, D], shared by all seeds) -> activations, f'(a) and a_y [S, B, C]."""
+        act = ACTIVATIONS[self.activation]
+        if dropout is not None:
+            x = x * dropout.mask(x, dropout.p_input)
+        hs, dfs = [x], []
         for W, b in zip(self.weights[:-1], self.biases[:-1]):
-            hs.append(f(_affine(hs[-1], W, b)))
-        return hs, _affine(hs[-1], self.weights[-1], self.biases[-1])
+            h = act.f(_affine(hs[-1], W, b))
+            df = act.df(h)
+            if dropout is not None:  # the mask sits before the point where feedback enters
+                keep = dropout.mask(h, dropout.p_hidden)
+                h, df = h * keep, df * keep
+            hs.append(h)
+            dfs.append(df)
+        return Pass(hs, dfs, _affine(hs[-1], self.weights[-1], self.biases[-1]))
 
     def select(self, keep: Tensor) -> MLP:
         """The sub-stack of seeds at positions `keep`."""

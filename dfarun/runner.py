@@ -11,11 +11,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import store
-from .config import effective_lr, resolve_device, validate
+from .config import VAL_SIZE, effective_lr, resolve_device, validate
 from .data import load
 from .nets import layer_sizes
 from .rules import RULES
-from .train import SeedResult, fit, init_state
+from .train import Protocol, SeedResult, State, fit, init_state
 
 log = logging.getLogger("dfarun")
 
@@ -36,12 +36,20 @@ def run(cfg: DictConfig) -> list[dict]:
 
 def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int, dict]:
     data = load(cfg.dataset, cfg.data_dir, device)
+    if cfg.val:
+        data = data.hold_out(VAL_SIZE)
     rule = RULES[cfg.method.name]
     sizes = layer_sizes(data.features, cfg.model.depth, cfg.model.width, cfg.dataset.classes)
-    log.info(f"{cfg.dataset.name} {cfg.model.name} {cfg.method.name}: seeds {seeds} on {device}, "
-             f"lr {effective_lr(cfg):g}, batch {cfg.batch_size}, at most {cfg.max_epochs} epochs")
+    protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
+                        schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
+                        eps=cfg.reg.eps)
+    ckpt = store.checkpoint_path(cfg)
+    state = _resume(ckpt, seeds, device)
+    if state is None:
+        state = init_state(seeds, sizes, cfg.model.activation, rule, device)
+    log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {seeds} on {device}, "
+             f"lr {protocol.lr:g}, batch {cfg.batch_size}, at most {cfg.max_epochs} epochs")
     started = time.time()
-    state = init_state(seeds, sizes, cfg.model.activation, rule, device)
     context = _context(cfg, device, len(seeds))
     records = {}
 
@@ -49,13 +57,35 @@ def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int,
         records[result.seed] = rec = _record(context, result, time.time() - started)
         store.write(store.record_path(cfg, result.seed), rec)
 
-    fit(state, data, rule, effective_lr(cfg), cfg.batch_size, cfg.max_epochs, on_final=finish)
+    fit(state, data, rule, protocol, on_final=finish,
+        on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict()) if s.seeds else None)
+    store.drop_checkpoint(ckpt)
     for seed in seeds:
         r = records[seed]
         log.info(f"seed {seed}: {r['stop']} after {r['epochs']} epochs, train {_pct(r['train_error'])}, "
                  f"test {_pct(r['test_error'])}")
     log.info(f"records: {store.record_path(cfg, seeds[0]).parent}/")
     return records
+
+
+def _resume(path: Path, seeds: list[int], device: torch.device) -> State | None:
+    """The job's last epoch checkpoint, cut to `seeds`, or None to start afresh."""
+    saved = store.load_checkpoint(path)
+    if saved is None:
+        return None
+    state = State.from_dict(saved, device)
+    if not set(seeds) <= set(state.seeds):
+        log.warning(f"ignoring checkpoint {path}: it does not hold seeds {seeds}")
+        return None
+    if state.seeds != seeds:  # a seed finished after the checkpoint was written
+        state = state.select([i for i, s in enumerate(state.seeds) if s in seeds])
+    log.info(f"resuming seeds {state.seeds} after epoch {state.epoch} from {path}")
+    return state
+
+
+def row_label(cfg: DictConfig) -> str:
+    """The paper's row name: the model's label plus the regulariser's, e.g. "2x800 Tanh + DO"."""
+    return cfg.model.label + cfg.reg.label
 
 
 def _pct(x) -> str:
@@ -68,6 +98,7 @@ def _context(cfg: DictConfig, device: torch.device, stacked: int) -> dict:
     return {
         "format": store.FORMAT,
         "key": store.experiment_key(cfg),
+        "row": row_label(cfg),
         "config": config,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "stacked_seeds": stacked,
@@ -80,6 +111,9 @@ def _context(cfg: DictConfig, device: torch.device, stacked: int) -> dict:
 def _record(context: dict, result: SeedResult, wall_seconds: float) -> dict:
     last = result.history[-1]
     diverged = result.stop == "diverged"
+    best = {}
+    if "val_error" in last and not diverged:  # training time chosen on the validation set
+        best = {"best_val": min(result.history, key=lambda row: (row["val_error"], row["epoch"]))}
     return {
         **context,
         "seed": result.seed,
@@ -88,6 +122,7 @@ def _record(context: dict, result: SeedResult, wall_seconds: float) -> dict:
         "train_error": None if diverged else last["train_error"],
         "test_error": None if diverged else last["test_error"],
         "wall_seconds": wall_seconds,
+        **best,
         "history": result.history,
     }
 

@@ -7,19 +7,25 @@ part, so a rerun of the same experiment finds its finished seeds and skips them.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import effective_lr
 
+log = logging.getLogger("dfarun")
+
 FORMAT = 1  # bump when the record layout changes
-RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force")  # not part of the experiment
+# not part of the experiment: where and how it ran, and how it was grouped
+RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "profile", "table")
 
 
 def experiment(cfg: DictConfig) -> dict:
@@ -36,8 +42,39 @@ def experiment_key(cfg: DictConfig) -> str:
 
 
 def record_path(cfg: DictConfig, seed: int) -> Path:
-    name = f"{cfg.dataset.name}_{cfg.model.name}_{cfg.method.name}_{experiment_key(cfg)}_seed{seed}.json"
-    return Path(cfg.store).expanduser() / name
+    return Path(cfg.store).expanduser() / f"{_stem(cfg)}_seed{seed}.json"
+
+
+def _stem(cfg: DictConfig) -> str:
+    return f"{cfg.dataset.name}_{cfg.model.name}_{cfg.method.name}_{experiment_key(cfg)}"
+
+
+def checkpoint_path(cfg: DictConfig) -> Path:
+    """One checkpoint per job: the experiment and the job's seed list."""
+    seeds = hashlib.sha1(json.dumps(sorted(cfg.seeds)).encode()).hexdigest()[:8]
+    return Path(cfg.store).expanduser() / "checkpoints" / f"{_stem(cfg)}_seeds-{seeds}.pt"
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    _atomic(path, lambda f: torch.save(state, f), binary=True)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at path, or None when there is none or it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign: start afresh rather than fail
+        log.warning(f"ignoring unreadable checkpoint {path}: {type(err).__name__}")
+        return None
+
+
+def drop_checkpoint(path: Path) -> None:
+    """The job is done: remove its checkpoint (and the folder, once empty)."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def read(path: Path) -> dict | None:
@@ -50,12 +87,16 @@ def read(path: Path) -> dict | None:
 
 
 def write(path: Path, record: dict) -> None:
+    _atomic(path, lambda f: json.dump(_finite(record), f, indent=1, allow_nan=False))
+
+
+def _atomic(path: Path, dump, binary: bool = False) -> None:
     """Temp file in the same directory, fsync, rename: readers see all of it or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite(record), f, indent=1, allow_nan=False)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            dump(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be shared

@@ -1,16 +1,17 @@
 """Training: every seed of one configuration in one stacked pass (protocol of REFERENCE.md).
 
-Each seed owns its init, feedback matrices and data order, all drawn from generators seeded
-by that seed alone, and every tensor op is batched over the leading seed dimension, so a
-seed follows the same trajectory alone or stacked with others. A seed that converges or
-diverges is final at that epoch and is dropped from the stack; the others go on.
+Each seed owns its init, feedback matrices, data order and learning rate, all derived from
+that seed alone, and every tensor op is batched over the leading seed dimension, so a seed
+follows the same trajectory alone or stacked with others (dropout masks aside: one generator
+draws them for the whole stack). A seed that converges, diverges or ends its schedule is
+final at that epoch and leaves the stack; the others go on.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import Data
-from .nets import ACTIVATIONS, MLP, sample_layers, weight_updates
+from .nets import ACTIVATIONS, MLP, Dropout, sample_layers, weight_updates
 from .rules import RULES, Rule
 
 log = logging.getLogger("dfarun")
@@ -28,25 +29,60 @@ RMSPROP_EPS = 1e-8     # added after the square root, as torch.optim.RMSprop doe
 AVG_START = 1.0        # moving average of the training error (fraction) starts at 100%
 AVG_KEEP = 0.75        # m <- 0.75 m + 0.25 err_epoch (author's stopping rule)
 STOP_AT = 1e-4         # converged when m <= 0.01% (as a fraction)
-EVAL_CHUNK = 2000      # test examples per forward pass (bounds memory at S x 2000 x width)
+MAX_HALVINGS = 8       # schedule=auto ends a seed after its 8th halving (author's rule)
+EVAL_CHUNK = 2000      # examples per evaluation pass (bounds memory at S x 2000 x width)
 DATA_ORDER_OFFSET = 2**32  # data-order generator seed = seed + offset: disjoint from init streams
+
+
+@dataclass(frozen=True)
+class Protocol:
+    lr: float                  # RMSprop step
+    batch_size: int
+    max_epochs: int
+    schedule: str = "constant"  # constant | auto (halve when the epoch error is not below m)
+    p_input: float = 0.0       # dropout on the input (0: off)
+    p_hidden: float = 0.0      # dropout after each hidden layer
+    eps: float = 0.0           # fast-gradient-sign step on the inputs (0: off)
 
 
 # --- state ---------------------------------------------------------------------------------
 
 @dataclass
 class State:
+    """Everything a job needs to go on: saved whole as its checkpoint. Lists are per seed."""
     seeds: list[int]
     net: MLP
-    feedback: list[Tensor]            # the rule's fixed matrices, [S, ...] each
-    sq_avg: list[Tensor]              # RMSprop state, aligned with net.params
-    data_order: list[torch.Generator]  # one per seed, CPU
+    feedback: list[Tensor]             # the rule's fixed matrices, [S, ...] each
+    sq_avg: list[Tensor]               # RMSprop state, aligned with net.params
+    data_order: list[torch.Generator]  # CPU
+    lr_scale: list[float]              # schedule=auto halves a seed's rate: lr = protocol.lr * scale
+    avg: list[float]                   # moving average of the training error (fraction)
+    halvings: list[int]
+    history: list[list[dict]]
+    noise: torch.Generator             # dropout masks for the whole stack, on the device
+    epoch: int = 0
 
     def select(self, keep: list[int]) -> State:
-        idx = torch.tensor(keep, device=self.net.weights[0].device)
-        return State([self.seeds[i] for i in keep], self.net.select(idx),
-                     [b[idx] for b in self.feedback], [v[idx] for v in self.sq_avg],
-                     [self.data_order[i] for i in keep])
+        idx = torch.tensor(keep, dtype=torch.long, device=self.net.weights[0].device)
+        pick = lambda xs: [xs[i] for i in keep]
+        return State(pick(self.seeds), self.net.select(idx), [b[idx] for b in self.feedback],
+                     [v[idx] for v in self.sq_avg], pick(self.data_order), pick(self.lr_scale),
+                     pick(self.avg), pick(self.halvings), pick(self.history), self.noise, self.epoch)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["net"] = {"weights": self.net.weights, "biases": self.net.biases, "activation": self.net.activation}
+        d["data_order"] = [g.get_state() for g in self.data_order]
+        d["noise"] = self.noise.get_state()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, device: torch.device) -> State:
+        d = dict(d)
+        d["net"] = MLP(**d["net"])
+        d["data_order"] = [torch.Generator().set_state(s) for s in d["data_order"]]
+        d["noise"] = torch.Generator(device=device).set_state(d["noise"])
+        return cls(**d)
 
 
 def init_state(seeds: list[int], sizes: list[int], activation: str, rule: Rule,
@@ -66,30 +102,43 @@ def init_state(seeds: list[int], sizes: list[int], activation: str, rule: Rule,
         return [torch.stack(ts).to(device) for ts in zip(*(p[i] for p in per_seed))]
 
     net = MLP(stack(0), stack(1), activation)
+    n = len(seeds)
     return State(list(seeds), net, stack(2), [torch.zeros_like(p) for p in net.params],
-                 [torch.Generator().manual_seed(s + DATA_ORDER_OFFSET) for s in seeds])
+                 [torch.Generator().manual_seed(s + DATA_ORDER_OFFSET) for s in seeds],
+                 [1.0] * n, [AVG_START] * n, [0] * n, [[] for _ in seeds],
+                 torch.Generator(device=device).manual_seed(sum(seeds) * 7919 + len(seeds)))
 
 
 # --- one step ------------------------------------------------------------------------------
 
-def updates(net: MLP, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor
-            ) -> tuple[list[Tensor], Tensor]:
+def updates(net: MLP, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor,
+            dropout: Dropout | None = None) -> tuple[list[Tensor], Tensor]:
     """Gradients for every parameter (order of net.params) and the output pre-activation.
 
     The error e = sigmoid(a_y) - target is summed over the batch, as in the author's code:
     for BP this is exactly the gradient of the summed binary cross-entropy."""
-    hs, a_y = net.forward(x)
+    hs, dfs, a_y = net.forward(x, dropout)
     e = torch.sigmoid(a_y) - target
-    df = ACTIVATIONS[net.activation].df
-    deltas = rule.deltas(e, [df(h) for h in hs[1:]], net.weights, feedback)
+    deltas = rule.deltas(e, dfs, net.weights, feedback)
     return weight_updates(hs, deltas + [e]), a_y
 
 
-def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: float) -> None:
-    """torch.optim.RMSprop(alpha=0.99, eps=1e-8), no momentum, element-wise so seeds never mix."""
+def fgsm(net: MLP, x: Tensor, target: Tensor, eps: float) -> Tensor:
+    """x + eps * sign(dJ/dx), the input gradient by true back-propagation whatever the rule."""
+    hs, dfs, a_y = net.forward(x)
+    d1 = RULES["bp"].deltas(torch.sigmoid(a_y) - target, dfs, net.weights, [])[0]
+    return x + eps * torch.bmm(d1, net.weights[0]).sign()
+
+
+def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: float | Tensor) -> None:
+    """torch.optim.RMSprop(alpha=0.99, eps=1e-8), no momentum, element-wise so seeds never mix.
+    `lr` is one float, or a [S] tensor when seeds' rates differ (schedule=auto)."""
     for p, g, v in zip(params, grads, sq_avg):
         v.mul_(RMSPROP_DECAY).addcmul_(g, g, value=1 - RMSPROP_DECAY)
-        p.addcdiv_(g, v.sqrt().add_(RMSPROP_EPS), value=-lr)
+        if isinstance(lr, Tensor):
+            p.addcdiv_(g * lr.view(-1, *[1] * (g.dim() - 1)), v.sqrt().add_(RMSPROP_EPS), value=-1)
+        else:
+            p.addcdiv_(g, v.sqrt().add_(RMSPROP_EPS), value=-lr)
 
 
 def bce(a_y: Tensor, target: Tensor) -> Tensor:
@@ -99,32 +148,38 @@ def bce(a_y: Tensor, target: Tensor) -> Tensor:
 
 # --- epochs --------------------------------------------------------------------------------
 
-def train_epoch(state: State, data: Data, rule: Rule, lr: float, batch_size: int
-                ) -> tuple[Tensor, Tensor]:
+def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol) -> tuple[Tensor, Tensor]:
     """One reshuffled pass; returns per-seed (misclassified count, summed loss) as trained."""
     device = data.x_train.device
     n = data.x_train.shape[0]
     order = torch.stack([torch.randperm(n, generator=g) for g in state.data_order]).to(device)
     eye = torch.eye(state.net.weights[-1].shape[1], device=device)  # one-hot targets, C x C
+    scales = set(state.lr_scale)
+    lr = (protocol.lr * scales.pop() if len(scales) == 1
+          else protocol.lr * torch.tensor(state.lr_scale, device=device))
+    dropout = None
+    if protocol.p_input or protocol.p_hidden:
+        dropout = Dropout(protocol.p_input, protocol.p_hidden, state.noise)
     errors = torch.zeros(len(state.seeds), device=device)
     loss = torch.zeros(len(state.seeds), device=device)
-    for start in range(0, n, batch_size):  # the last batch may be short
-        idx = order[:, start:start + batch_size]
-        y = data.y_train[idx]
+    for start in range(0, n, protocol.batch_size):  # the last batch may be short
+        idx = order[:, start:start + protocol.batch_size]
+        x, y = data.x_train[idx], data.y_train[idx]
         target = eye[y]
-        grads, a_y = updates(state.net, state.feedback, rule, data.x_train[idx], target)
+        if protocol.eps:
+            x = fgsm(state.net, x, target, protocol.eps)  # train on the perturbed batch only
+        grads, a_y = updates(state.net, state.feedback, rule, x, target, dropout)
         rmsprop_(state.net.params, grads, state.sq_avg, lr)
         errors += (a_y.argmax(-1) != y).sum(-1)
         loss += bce(a_y, target)
     return errors, loss
 
 
-@torch.no_grad()
-def test_errors(net: MLP, x: Tensor, y: Tensor) -> Tensor:
-    """Misclassified test examples per seed: [S]."""
+def errors_on(net: MLP, x: Tensor, y: Tensor) -> Tensor:
+    """Misclassified examples per seed, no dropout: [S]."""
     wrong = torch.zeros(net.weights[0].shape[0], device=x.device)
     for start in range(0, x.shape[0], EVAL_CHUNK):
-        _, a_y = net.forward(x[start:start + EVAL_CHUNK])
+        a_y = net.forward(x[start:start + EVAL_CHUNK]).a_y
         wrong += (a_y.argmax(-1) != y[start:start + EVAL_CHUNK]).sum(-1)
     return wrong
 
@@ -132,49 +187,63 @@ def test_errors(net: MLP, x: Tensor, y: Tensor) -> Tensor:
 @dataclass
 class SeedResult:
     seed: int
-    stop: str                      # converged | max_epochs | diverged
+    stop: str                      # converged | max_epochs | diverged | schedule_end
     history: list[dict] = field(default_factory=list)
 
 
-def fit(state: State, data: Data, rule: Rule, lr: float, batch_size: int, max_epochs: int,
-        on_final: Callable[[SeedResult], None] = lambda r: None) -> list[SeedResult]:
-    """Train until every seed has stopped; `on_final` sees each seed as soon as it is final."""
-    n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
-    histories = {s: [] for s in state.seeds}
-    avg = {s: AVG_START for s in state.seeds}
+def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
+        on_final: Callable[[SeedResult], None] = lambda r: None,
+        on_epoch: Callable[[State], None] = lambda s: None) -> list[SeedResult]:
+    """Train until every seed has stopped. `on_final` sees each seed as soon as it is final;
+    `on_epoch` sees the state after each epoch (checkpoints)."""
     results = []
-    for epoch in range(1, max_epochs + 1):
+    while state.seeds:
+        state.epoch += 1
         start = time.perf_counter()
         with torch.no_grad():
-            errors, loss = train_epoch(state, data, rule, lr, batch_size)
-        wrong = test_errors(state.net, data.x_test, data.y_test)
-        errors, loss, wrong = errors.tolist(), loss.tolist(), wrong.tolist()  # one sync per epoch
+            errors, loss = train_epoch(state, data, rule, protocol)
+            evals = {name: errors_on(state.net, x, y) for name, (x, y) in data.evaluation().items()}
+        errors, loss = errors.tolist(), loss.tolist()  # one sync per epoch
+        evals = {name: wrong.tolist() for name, wrong in evals.items()}
         seconds = time.perf_counter() - start
 
         keep = []
         for i, seed in enumerate(state.seeds):
-            frac = errors[i] / n_train
-            avg[seed] = AVG_KEEP * avg[seed] + (1 - AVG_KEEP) * frac
-            histories[seed].append({
-                "epoch": epoch, "train_error": 100 * frac, "train_loss": loss[i] / n_train,
-                "test_error": 100 * wrong[i] / n_test, "seconds": seconds})
-            if not math.isfinite(loss[i]):
-                stop = "diverged"
-            elif avg[seed] <= STOP_AT:
-                stop = "converged"
-            elif epoch == max_epochs:
-                stop = "max_epochs"
-            else:
+            row = {"epoch": state.epoch, "train_error": 100 * errors[i] / len(data.y_train),
+                   "train_loss": loss[i] / len(data.y_train), "seconds": seconds}
+            row.update({f"{name}_error": 100 * wrong[i] / len(data.evaluation()[name][1])
+                        for name, wrong in evals.items()})
+            if protocol.schedule != "constant":
+                row["lr"] = protocol.lr * state.lr_scale[i]
+            state.history[i].append(row)
+            stop = _step_schedule(state, i, errors[i] / len(data.y_train), loss[i], protocol)
+            if stop is None:
                 keep.append(i)
-                continue
-            results.append(SeedResult(seed, stop, histories[seed]))
-            on_final(results[-1])
-        log.info(_epoch_line(epoch, max_epochs, [histories[s][-1] for s in state.seeds], seconds))
-        if not keep:
-            break
+            else:
+                results.append(SeedResult(seed, stop, state.history[i]))
+                on_final(results[-1])
+        log.info(_epoch_line(state.epoch, protocol.max_epochs, [h[-1] for h in state.history], seconds))
         if len(keep) < len(state.seeds):
             state = state.select(keep)
+        on_epoch(state)
     return results
+
+
+def _step_schedule(state: State, i: int, err: float, loss: float, protocol: Protocol) -> str | None:
+    """Update seed i's moving average (and rate); its stop reason, or None to go on."""
+    if not math.isfinite(loss):
+        return "diverged"
+    if protocol.schedule == "auto" and err >= state.avg[i]:
+        state.lr_scale[i] /= 2
+        state.halvings[i] += 1
+    state.avg[i] = AVG_KEEP * state.avg[i] + (1 - AVG_KEEP) * err
+    if state.avg[i] <= STOP_AT:
+        return "converged"
+    if state.halvings[i] >= MAX_HALVINGS:
+        return "schedule_end"
+    if state.epoch >= protocol.max_epochs:
+        return "max_epochs"
+    return None
 
 
 def _epoch_line(epoch: int, max_epochs: int, rows: list[dict], seconds: float) -> str:
@@ -182,6 +251,6 @@ def _epoch_line(epoch: int, max_epochs: int, rows: list[dict], seconds: float) -
         vals = [r[key] for r in rows]
         mean = sum(vals) / len(vals)
         return f"{mean:6.2f}%" + (f" [{min(vals):.2f}-{max(vals):.2f}]" if len(vals) > 1 else "")
+    evals = "".join(f"  {k[:-6]} {stat(k)}" for k in rows[0] if k.endswith("_error") and k != "train_error")
     seeds = f"  ({len(rows)} seeds)" if len(rows) > 1 else ""
-    return (f"epoch {epoch:>3}/{max_epochs}  train {stat('train_error')}  "
-            f"test {stat('test_error')}  {seconds:5.1f}s{seeds}")
+    return f"epoch {epoch:>3}/{max_epochs}  train {stat('train_error')}{evals}  {seconds:5.1f}s{seeds}"

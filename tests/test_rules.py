@@ -48,7 +48,7 @@ def test_bp_equals_autograd_of_summed_bce(activation, depth):
     params = [p.clone().requires_grad_() for p in net.params]
     L = depth + 1
     ref = MLP(params[:L], params[L:], activation)
-    _, a_y = ref.forward(x)
+    a_y = ref.forward(x).a_y
     grads = torch.autograd.grad(bce(a_y, target).sum(), params)
     assert len(ours) == len(grads) == 2 * L
     for g_ours, g_ref in zip(ours, grads):
@@ -79,7 +79,7 @@ def test_dfa_deltas_are_e_times_b_times_fprime():
     net = random_net("tanh")
     x, target = batch()
     B = feedback("dfa", net)
-    hs, a_y = net.forward(x)
+    hs, _, a_y = net.forward(x)
     e = torch.sigmoid(a_y) - target
     deltas = RULES["dfa"].deltas(e, [1 - h**2 for h in hs[1:]], net.weights, B)
     for i, d in enumerate(deltas):
@@ -98,7 +98,7 @@ def test_ifa_follows_equation_9():
     x, target = batch()
     B = feedback("ifa", net)
     assert len(B) == 1 and B[0].shape == (S, C, 6)
-    hs, a_y = net.forward(x)
+    hs, _, a_y = net.forward(x)
     e = torch.sigmoid(a_y) - target
     dfs = [1 - h**2 for h in hs[1:]]
     deltas = RULES["ifa"].deltas(e, dfs, net.weights, B)

@@ -75,7 +75,7 @@ def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, 
 
         # the resolved config (with the effective learning rate)
         conf = rec["config"]
-        assert conf["model"] == {"name": "3x50_tanh", "depth": 3, "width": 50, "activation": "tanh"}
+        assert conf["model"] == {"name": "3x50_tanh", "label": "3x50 Tanh", "depth": 3, "width": 50, "activation": "tanh"}
         assert conf["method"] == {"name": "dfa"}
         assert conf["dataset"]["name"] == "synthetic" and conf["dataset"]["train_size"] == 256
         assert conf["max_epochs"] == 2 and conf["batch_size"] == 64 and conf["seeds"] == [0, 1, 2]

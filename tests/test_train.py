@@ -8,7 +8,7 @@ import torch
 
 from dfarun.data import Data
 from dfarun.rules import RULES
-from dfarun.train import AVG_KEEP, STOP_AT, fit, init_state, rmsprop_, train_epoch
+from dfarun.train import AVG_KEEP, STOP_AT, Protocol, fit, init_state, rmsprop_, train_epoch
 
 CPU = torch.device("cpu")
 
@@ -41,8 +41,8 @@ def test_stacked_seeds_equal_single_seed(method):
     stacked = init_state([3, 5, 7], sizes, "tanh", RULES[method], CPU)
     alone = init_state([5], sizes, "tanh", RULES[method], CPU)
     for _ in range(3):
-        e_stack, l_stack = train_epoch(stacked, data, RULES[method], 1e-2, 32)
-        e_alone, l_alone = train_epoch(alone, data, RULES[method], 1e-2, 32)
+        e_stack, l_stack = train_epoch(stacked, data, RULES[method], Protocol(1e-2, 32, 1))
+        e_alone, l_alone = train_epoch(alone, data, RULES[method], Protocol(1e-2, 32, 1))
         assert e_stack[1] == e_alone[0]
         torch.testing.assert_close(l_stack[1], l_alone[0], rtol=1e-4, atol=1e-4)
     for p_stack, p_alone in zip(stacked.net.params, alone.net.params):
@@ -57,12 +57,12 @@ def test_each_epoch_reshuffles_and_sees_every_example_once_with_a_short_last_bat
     data.x_train[:, 0] = torch.arange(200.0)  # tag each example by its row
     batches = []
     real = train.updates
-    monkeypatch.setattr(train, "updates", lambda net, fb, rule, x, t: (batches.append(x), real(net, fb, rule, x, t))[1])
+    monkeypatch.setattr(train, "updates", lambda net, fb, rule, x, t, *a: (batches.append(x), real(net, fb, rule, x, t, *a))[1])
     state = init_state([0, 1], [12, 8, 3], "tanh", RULES["bp"], CPU)
     orders = []
     for _ in range(2):
         batches.clear()
-        train_epoch(state, data, RULES["bp"], 1e-3, 64)
+        train_epoch(state, data, RULES["bp"], Protocol(1e-3, 64, 1))
         assert [b.shape[1] for b in batches] == [64, 64, 64, 8]
         tags = torch.cat([b[:, :, 0] for b in batches], dim=1).long()  # [seeds, 200]
         for seed_tags in tags:
@@ -75,7 +75,7 @@ def test_each_epoch_reshuffles_and_sees_every_example_once_with_a_short_last_bat
 def test_converges_and_stops_on_the_moving_average_rule():
     data = toy_data()
     state = init_state([0], [12, 32, 3], "tanh", RULES["dfa"], CPU)
-    [result] = fit(state, data, RULES["dfa"], 1e-2, 16, max_epochs=100)
+    [result] = fit(state, data, RULES["dfa"], Protocol(1e-2, 16, 100))
     assert result.stop == "converged"
     m = 1.0
     for row in result.history:
@@ -86,7 +86,7 @@ def test_converges_and_stops_on_the_moving_average_rule():
 def test_max_epochs_stop():
     data = toy_data()
     state = init_state([0, 1], [12, 8, 3], "tanh", RULES["fa"], CPU)
-    results = fit(state, data, RULES["fa"], 1e-4, 64, max_epochs=2)
+    results = fit(state, data, RULES["fa"], Protocol(1e-4, 64, 2))
     assert sorted(r.seed for r in results) == [0, 1]
     assert all(r.stop == "max_epochs" and len(r.history) == 2 for r in results)
 
@@ -96,7 +96,7 @@ def test_a_diverged_seed_stops_and_the_others_go_on():
     state = init_state([0, 1, 2], [12, 32, 3], "tanh", RULES["dfa"], CPU)
     state.net.weights[1][1].fill_(float("nan"))  # seed 1 is broken from the start
     final = []
-    results = fit(state, data, RULES["dfa"], 1e-2, 16, max_epochs=100, on_final=final.append)
+    results = fit(state, data, RULES["dfa"], Protocol(1e-2, 16, 100), on_final=final.append)
     by_seed = {r.seed: r for r in results}
     assert by_seed[1].stop == "diverged" and len(by_seed[1].history) == 1
     assert not math.isfinite(by_seed[1].history[0]["train_loss"])

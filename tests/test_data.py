@@ -1,0 +1,291 @@
+"""Data loading: real sets from tiny files written in torchvision's on-disk formats, the
+offline error path, and the synthetic set. Nothing here touches the network."""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets.cifar as tv_cifar
+from torchvision import datasets
+
+from dfarun import data as dfdata
+from dfarun.config import DfarunError
+
+CPU = torch.device("cpu")
+
+
+def assert_close(actual, expected):
+    # float32 min-max scaling multiplies by 1/(hi-lo): allow an ulp or two of difference
+    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=1e-6, atol=1e-6)
+
+
+# --- MNIST: IDX files in <root>/MNIST/raw ---------------------------------------------------
+
+def write_idx_images(path: Path, pixels: np.ndarray) -> None:
+    assert pixels.dtype == np.uint8 and pixels.shape[1:] == (28, 28)
+    path.write_bytes(struct.pack(">IIII", 2051, len(pixels), 28, 28) + pixels.tobytes())
+
+
+def write_idx_labels(path: Path, labels: np.ndarray) -> None:
+    path.write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, x_train, y_train, x_test, y_test) -> None:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx_images(raw / "train-images-idx3-ubyte", x_train)
+    write_idx_labels(raw / "train-labels-idx1-ubyte", y_train)
+    write_idx_images(raw / "t10k-images-idx3-ubyte", x_test)
+    write_idx_labels(raw / "t10k-labels-idx1-ubyte", y_test)
+
+
+def mnist_arrays(rng, n_train=50, n_test=20, lo=0, hi=255, test_lo=0, test_hi=255):
+    x_train = rng.integers(lo, hi + 1, size=(n_train, 28, 28), dtype=np.uint8)
+    x_train[0, 0, 0], x_train[1, 5, 7] = lo, hi  # the training range is exactly [lo, hi]
+    x_test = rng.integers(test_lo, test_hi + 1, size=(n_test, 28, 28), dtype=np.uint8)
+    y_train = rng.integers(0, 10, size=n_train).astype(np.uint8)
+    y_test = rng.integers(0, 10, size=n_test).astype(np.uint8)
+    return x_train, y_train, x_test, y_test
+
+
+def load(make_cfg, name, data_dir, *overrides):
+    cfg = make_cfg(f"dataset={name}", f"data_dir={data_dir}", *overrides, tiny=False)
+    return dfdata.load(cfg.dataset, cfg.data_dir, CPU)
+
+
+def test_mnist_from_idx_files(make_cfg, tmp_path):
+    rng = np.random.default_rng(0)
+    x_train, y_train, x_test, y_test = mnist_arrays(rng)
+    write_mnist(tmp_path, x_train, y_train, x_test, y_test)
+
+    d = load(make_cfg, "mnist", tmp_path)
+
+    assert d.x_train.shape == (50, 784) and d.x_test.shape == (20, 784)
+    assert d.features == 784
+    assert d.x_train.dtype == d.x_test.dtype == torch.float32
+    assert d.y_train.dtype == d.y_test.dtype == torch.int64
+    assert torch.equal(d.y_train, torch.from_numpy(y_train).long())
+    assert torch.equal(d.y_test, torch.from_numpy(y_test).long())
+    # the training set spans 0..255, so min-max scaling is exactly pixel / 255, row-major
+    assert d.x_train[0, 0].item() == 0.0
+    assert d.x_train[1, 5 * 28 + 7].item() == pytest.approx(1.0, abs=1e-6)
+    for i, r, c in [(3, 0, 0), (7, 13, 14), (49, 27, 27), (10, 2, 25)]:
+        assert d.x_train[i, r * 28 + c].item() == pytest.approx(x_train[i, r, c] / 255, abs=1e-6)
+        j = i % 20
+        assert d.x_test[j, r * 28 + c].item() == pytest.approx(x_test[j, r, c] / 255, abs=1e-6)
+    assert_close(d.x_train, torch.from_numpy(x_train.reshape(50, -1)).double() / 255)
+    assert_close(d.x_test, torch.from_numpy(x_test.reshape(20, -1)).double() / 255)
+
+
+def test_mnist_test_set_uses_training_range(make_cfg, tmp_path):
+    rng = np.random.default_rng(1)
+    # train pixels in [10, 200]; test pixels over the full byte range, so some fall outside
+    x_train, y_train, x_test, y_test = mnist_arrays(rng, lo=10, hi=200)
+    x_test[0, 0, :4] = [0, 10, 200, 255]
+    write_mnist(tmp_path, x_train, y_train, x_test, y_test)
+
+    d = load(make_cfg, "mnist", tmp_path)
+
+    assert d.x_train.min().item() == 0.0
+    assert d.x_train.max().item() == pytest.approx(1.0, abs=1e-6)
+    expected_first = [(0 - 10) / 190, 0.0, 1.0, (255 - 10) / 190]
+    assert d.x_test[0, :4].tolist() == pytest.approx(expected_first, abs=1e-6)
+    # not rescaled by the test set's own range: values outside [0, 1] survive
+    assert d.x_test.min().item() < 0 and d.x_test.max().item() > 1
+    assert_close(d.x_train, (torch.from_numpy(x_train.reshape(50, -1)).double() - 10) / 190)
+    assert_close(d.x_test, (torch.from_numpy(x_test.reshape(20, -1)).double() - 10) / 190)
+
+
+def test_mnist_train_size_keeps_first_examples(make_cfg, tmp_path):
+    rng = np.random.default_rng(2)
+    x_train, y_train, x_test, y_test = mnist_arrays(rng, lo=10, hi=200)
+    x_train[20, 0, 0], x_train[30, 0, 0] = 0, 255  # outside the first 7: must not set the range
+    write_mnist(tmp_path, x_train, y_train, x_test, y_test)
+
+    d = load(make_cfg, "mnist", tmp_path, "dataset.train_size=7")
+
+    assert d.x_train.shape == (7, 784) and d.y_train.shape == (7,)
+    assert d.x_test.shape == (20, 784) and d.y_test.shape == (20,)  # the test set is untouched
+    assert torch.equal(d.y_train, torch.from_numpy(y_train[:7]).long())
+    # the first 7 images, scaled by their own range [10, 200] (the kept training set)
+    assert_close(d.x_train, (torch.from_numpy(x_train[:7].reshape(7, -1)).double() - 10) / 190)
+    assert_close(d.x_test, (torch.from_numpy(x_test.reshape(20, -1)).double() - 10) / 190)
+
+
+# --- CIFAR: pickled batches -----------------------------------------------------------------
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """torchvision checks every CIFAR file against the real files' md5 sums, which files
+    written by a test cannot match: check only that the file exists (torchvision's
+    CIFAR10._check_integrity and _load_meta both call this module-level function)."""
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+
+
+def pickle_to(path: Path, obj) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def cifar_rows(rng, n):
+    """n random images as CIFAR stores them: one uint8 row each, 1024 R, 1024 G, 1024 B."""
+    rows = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    return rows
+
+
+def test_cifar10_from_pickled_batches(make_cfg, tmp_path, no_md5):
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    train_rows, train_labels = cifar_rows(rng, 50), rng.integers(0, 10, size=50).tolist()
+    train_rows[0, 0], train_rows[1, 1] = 0, 255  # training range exactly [0, 255]
+    for i in range(5):  # data_batch_1..5, 10 images each
+        part = slice(10 * i, 10 * (i + 1))
+        pickle_to(folder / f"data_batch_{i + 1}", {
+            "batch_label": f"training batch {i + 1} of 5", "data": train_rows[part],
+            "labels": train_labels[part], "filenames": [f"img{j}.png" for j in range(10)]})
+    test_rows, test_labels = cifar_rows(rng, 20), rng.integers(0, 10, size=20).tolist()
+    test_rows[0, :3] = [0, 255, 128]
+    pickle_to(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "data": test_rows,
+                                      "labels": test_labels})
+    pickle_to(folder / "batches.meta", {"label_names": [f"class{k}" for k in range(10)],
+                                        "num_cases_per_batch": 10, "num_vis": 3072})
+
+    cfg = make_cfg("dataset=cifar10", f"data_dir={tmp_path}", tiny=False)
+    d = dfdata.load(cfg.dataset, cfg.data_dir, CPU)
+
+    assert d.x_train.shape == (50, 3072) and d.x_test.shape == (20, 3072)
+    assert d.features == 3072
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert d.y_train.tolist() == train_labels  # batches 1..5, in order
+    assert d.y_test.tolist() == test_labels
+    assert int(d.y_train.max()) < cfg.dataset.classes == 10
+    # the flattened vector is (C, H, W): exactly the pickled row, whose blocks are R, G, B
+    assert_close(d.x_train, torch.from_numpy(train_rows).double() / 255)
+    assert_close(d.x_test, torch.from_numpy(test_rows).double() / 255)
+    assert d.x_test[0, :3].tolist() == pytest.approx([0.0, 1.0, 128 / 255], abs=1e-6)
+    # channel G, pixel (h=2, w=5) sits at 1024 + 2 * 32 + 5
+    assert d.x_test[3, 1024 + 2 * 32 + 5].item() == pytest.approx(
+        test_rows[3, 1024 + 69] / 255, abs=1e-6)
+
+
+def test_cifar100_uses_fine_labels(make_cfg, tmp_path, no_md5):
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    split = {}
+    for name, n in (("train", 50), ("test", 20)):
+        rows = cifar_rows(rng, n)
+        if name == "train":
+            rows[0, :2] = [0, 255]  # training range exactly [0, 255]
+        fine = rng.integers(20, 100, size=n).tolist()  # >= 20: cannot be coarse labels
+        coarse = rng.integers(0, 20, size=n).tolist()
+        split[name] = (rows, fine)
+        pickle_to(folder / name, {"data": rows, "fine_labels": fine, "coarse_labels": coarse,
+                                  "filenames": [f"img{j}.png" for j in range(n)]})
+    pickle_to(folder / "meta", {"fine_label_names": [f"fine{k}" for k in range(100)],
+                                "coarse_label_names": [f"coarse{k}" for k in range(20)]})
+
+    cfg = make_cfg("dataset=cifar100", f"data_dir={tmp_path}", tiny=False)
+    d = dfdata.load(cfg.dataset, cfg.data_dir, CPU)
+
+    assert cfg.dataset.classes == 100
+    assert d.x_train.shape == (50, 3072) and d.x_test.shape == (20, 3072)
+    assert d.y_train.tolist() == split["train"][1]
+    assert d.y_test.tolist() == split["test"][1]
+    assert int(d.y_train.max()) < cfg.dataset.classes
+    assert_close(d.x_train, torch.from_numpy(split["train"][0]).double() / 255)
+    assert_close(d.x_test, torch.from_numpy(split["test"][0]).double() / 255)
+
+
+# --- missing data set, offline --------------------------------------------------------------
+
+DATASET_CLASSES = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10,
+                   "cifar100": datasets.CIFAR100}
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100"])
+def test_missing_dataset_offline_fails_cleanly(make_cfg, tmp_path, monkeypatch, name):
+    calls = []
+
+    def offline_download(self):
+        # what the real download does before it reaches the network: make its folders
+        calls.append(self.root)
+        os.makedirs(self.raw_folder if name == "mnist" else self.root, exist_ok=True)
+        raise RuntimeError("offline")
+
+    # the download stands in for the network; torchvision's class and dfarun's code are real
+    monkeypatch.setattr(DATASET_CLASSES[name], "download", offline_download)
+    (tmp_path / "existing").mkdir()
+    data_dir = tmp_path / "existing" / "new" / "sub"
+
+    with pytest.raises(DfarunError) as info:
+        load(make_cfg, name, data_dir)
+
+    assert calls, "the download was never attempted"
+    folder, files = dfdata.EXPECTED_FILES[name]
+    message = str(info.value)
+    assert str(data_dir / folder) in message
+    for f in files:
+        assert f in message
+    assert "offline" in message
+    assert "\n" not in message
+    assert not (tmp_path / "existing" / "new").exists()  # every directory it made is gone
+    assert (tmp_path / "existing").is_dir()  # and what was there before is left alone
+
+
+def test_missing_dataset_keeps_unrelated_files(make_cfg, tmp_path, monkeypatch):
+    def offline_download(self):
+        os.makedirs(self.raw_folder, exist_ok=True)
+        (Path(self.raw_folder) / "train-images-idx3-ubyte.gz.part").write_bytes(b"x")
+        raise RuntimeError("offline")
+
+    monkeypatch.setattr(datasets.MNIST, "download", offline_download)
+    with pytest.raises(DfarunError):
+        load(make_cfg, "mnist", tmp_path / "d")
+    # a folder that is no longer empty is not removed (nor its contents)
+    assert (tmp_path / "d" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz.part").exists()
+
+
+# --- synthetic ------------------------------------------------------------------------------
+
+def synthetic(make_cfg, *overrides):
+    cfg = make_cfg("dataset=synthetic", "dataset.train_size=60", "dataset.test_size=30",
+                   "dataset.features=12", *overrides, tiny=False)
+    return cfg, dfdata.load(cfg.dataset, cfg.data_dir, CPU)
+
+
+def test_synthetic_deterministic_and_seeded(make_cfg):
+    _, a = synthetic(make_cfg, "dataset.data_seed=7")
+    torch.manual_seed(123)  # the global RNG must not matter
+    _, b = synthetic(make_cfg, "dataset.data_seed=7")
+    _, c = synthetic(make_cfg, "dataset.data_seed=8")
+    for field in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    assert not torch.equal(a.x_train, c.x_train)
+    assert not torch.equal(a.x_test, c.x_test)
+
+
+def test_synthetic_shapes_and_range(make_cfg):
+    cfg, d = synthetic(make_cfg)
+    assert d.x_train.shape == (60, 12) and d.y_train.shape == (60,)
+    assert d.x_test.shape == (30, 12) and d.y_test.shape == (30,)
+    assert d.features == 12
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    for x in (d.x_train, d.x_test):
+        assert x.min().item() >= 0 and x.max().item() <= 1
+    assert d.x_train.min().item() == 0 and d.x_train.max().item() == pytest.approx(1, abs=1e-6)
+    for y in (d.y_train, d.y_test):
+        assert 0 <= y.min().item() and y.max().item() < cfg.dataset.classes
+    assert len(d.y_train.unique()) > 1
+
+
+def test_synthetic_train_size_override(make_cfg):
+    _, d = synthetic(make_cfg, "dataset.train_size=17", "dataset.features=5")
+    assert d.x_train.shape == (17, 5) and d.y_train.shape == (17,)
+    assert d.x_test.shape == (30, 5)
