@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
-.PHONY: help install test run bench clean
+STORE ?= runs
+.PHONY: help install test run bench tables clean table1 table2 table3 quick-table1 quick-table2 quick-table3
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +32,17 @@ run: install  ## train 2x800 tanh with DFA on MNIST (the default experiment)
 
 bench: install  ## seconds per MNIST-sized epoch next to the FLOP bound
 	$(BIN)/python -m dfarun.bench $(ARGS)
+
+table%: install  ## table1|table2|table3: sweep a paper table's grid (paper profile), then render it
+	$(BIN)/dfarun -m experiment=table$* store=$(STORE) $(ARGS)
+	$(BIN)/dfarun-tables --store $(STORE) --out results --tables $* --compare
+
+quick-table%: install  ## quick-table1|2|3: the same grid, quick profile (3 seeds, <= 20 epochs)
+	$(BIN)/dfarun -m experiment=table$* profile=quick store=$(STORE) $(ARGS)
+	$(BIN)/dfarun-tables --store $(STORE) --out results --tables $* --compare
+
+tables: install  ## render every table from the records in $(STORE) into results/
+	$(BIN)/dfarun-tables --store $(STORE) --out results --compare
 
 clean:  ## remove the virtual environment and caches (not runs/ or results/)
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -23,7 +23,7 @@ from .config import effective_lr
 
 log = logging.getLogger("dfarun")
 
-FORMAT = 1  # bump when the record layout changes
+FORMAT = 2  # bump when the record layout changes (2: row label, best_val)
 # not part of the experiment: where and how it ran, and how it was grouped
 RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "profile", "table")
 

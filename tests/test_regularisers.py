@@ -1,0 +1,406 @@
+"""Regularisers and the validation protocol: dropout, fast-gradient-sign training, the auto
+schedule, the validation hold-out and the paper's grid rows (REFERENCE.md, "Regularisers"
+and "Training regime").
+
+Unit tests work on hand-built nets and `toy_data`; the end-to-end ones go through
+`runner.run` on the tiny synthetic set of conftest.py with the small 3x50_tanh model.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import dfarun.config as config
+import dfarun.runner as runner
+import dfarun.train as train
+from dfarun.config import ConfigError, validate
+from dfarun.data import Data, load
+from dfarun.nets import MLP, Dropout
+from dfarun.rules import RULES
+from dfarun.runner import row_label, run
+from dfarun.train import AVG_KEEP, AVG_START, MAX_HALVINGS, Protocol, init_state
+
+CPU = torch.device("cpu")
+SMALL = "model=3x50_tanh"
+
+
+def toy_data(n=300, d=12, classes=3, seed=0) -> Data:
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(classes, d, generator=g)
+    y = torch.randint(classes, (n,), generator=g)
+    x = (protos[y] + 0.1 * torch.randn(n, d, generator=g)).clamp(0, 1)
+    return Data(x[:200], y[:200], x[200:], y[200:])
+
+
+def twin_net(seeds: int, sizes: list[int], seed: int = 0) -> MLP:
+    """A tanh net whose every seed has the same non-zero weights (so only dropout tells them apart)."""
+    g = torch.Generator().manual_seed(seed)
+    Ws, bs = [], []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        W = (torch.rand(fan_out, fan_in, generator=g) * 2 - 1) * fan_in ** -0.5
+        b = (torch.rand(fan_out, generator=g) * 2 - 1) * fan_in ** -0.5
+        Ws.append(W.expand(seeds, -1, -1).clone())
+        bs.append(b.expand(seeds, -1).clone())
+    return MLP(Ws, bs, "tanh")
+
+
+def plain_forward(net: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Reference forward pass written out longhand: hidden outputs and a_y, no dropout."""
+    hs, h = [], x
+    for W, b in zip(net.weights[:-1], net.biases[:-1]):
+        h = torch.tanh(h @ W.transpose(1, 2) + b.unsqueeze(1))
+        hs.append(h)
+    return hs, h @ net.weights[-1].transpose(1, 2) + net.biases[-1].unsqueeze(1)
+
+
+# --- dropout ------------------------------------------------------------------------------
+
+P_IN, P_HID = 0.1, 0.5
+
+
+def test_dropout_masks_fraction_scaling_and_per_seed_draws():
+    S, B, D, H = 2, 64, 200, 500
+    net = twin_net(S, [D, H, H, 10])
+    x1 = torch.rand(B, D, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.1  # no zero pixels
+    x = x1.expand(S, -1, -1).clone()
+    gen = torch.Generator().manual_seed(0)
+    hs, dfs, a_y = net.forward(x, Dropout(P_IN, P_HID, gen))
+    assert len(hs) == 3 and len(dfs) == 2 and a_y.shape == (S, B, 10)
+
+    # input: ~10% zeroed, the rest scaled by 1/0.9
+    in_kept = hs[0] != 0
+    assert (~in_kept).float().mean().item() == pytest.approx(P_IN, abs=0.01)
+    torch.testing.assert_close(hs[0][in_kept], (x / (1 - P_IN))[in_kept], rtol=1e-6, atol=0)
+
+    # hidden: ~50% zeroed, kept units = tanh(a) / 0.5 where a comes from the masked layer below
+    for i in (1, 2):
+        W, b = net.weights[i - 1], net.biases[i - 1]
+        h = torch.tanh(hs[i - 1] @ W.transpose(1, 2) + b.unsqueeze(1))   # before its mask
+        assert (h != 0).all()                                             # so every zero is the mask's
+        kept = hs[i] != 0
+        assert (~kept).float().mean().item() == pytest.approx(P_HID, abs=0.01)
+        torch.testing.assert_close(hs[i], h * kept / (1 - P_HID), rtol=1e-5, atol=1e-6)
+        # dfs carry the same mask (and the same scale): f'(a) * mask
+        torch.testing.assert_close(dfs[i - 1], (1 - h * h) * kept / (1 - P_HID), rtol=1e-5, atol=1e-6)
+
+    # identical weights and inputs in both seeds, yet each seed draws its own masks
+    assert not torch.equal(hs[0][0] != 0, hs[0][1] != 0)
+    assert not torch.equal(hs[1][0] != 0, hs[1][1] != 0)
+    # ... and different ones on every pass
+    again = net.forward(x, Dropout(P_IN, P_HID, gen))
+    assert not torch.equal(again.hs[1] != 0, hs[1] != 0)
+    # ... reproducibly from the generator's seed
+    replay = net.forward(x, Dropout(P_IN, P_HID, torch.Generator().manual_seed(0)))
+    for a, b in zip(replay.hs, hs):
+        assert torch.equal(a, b)
+
+
+def test_evaluation_has_no_dropout_and_is_deterministic():
+    net = twin_net(2, [30, 100, 100, 5])
+    x = torch.rand(40, 30) * 0.9 + 0.1   # [B, D]: shared by the seeds, as errors_on passes it
+    first, second = net.forward(x), net.forward(x)
+    ref_hs, ref_ay = plain_forward(net, x)
+    torch.testing.assert_close(first.a_y, ref_ay)
+    assert torch.equal(first.a_y, second.a_y)
+    for h, ref, df in zip(first.hs[1:], ref_hs, first.dfs):
+        assert (h != 0).all()
+        torch.testing.assert_close(h, ref)
+        torch.testing.assert_close(df, 1 - ref * ref)   # no mask, no 1/(1-p)
+    # errors_on (the evaluation the runner scores) sees the clean net too
+    y = ref_ay.argmax(-1)[0]
+    assert train.errors_on(net, x, y).tolist() == [0.0, 0.0]
+
+
+def test_dfa_with_dropout_masks_the_feedback_before_it_enters():
+    S, B, sizes = 2, 32, [20, 60, 60, 60, 4]
+    net = twin_net(S, sizes, seed=3)
+    feedback = init_state([5, 6], sizes, "tanh", RULES["dfa"], CPU).feedback
+    x = torch.rand(S, B, 20) * 0.9 + 0.1
+    target = torch.eye(4)[torch.randint(4, (S, B))]
+    p = net.forward(x, Dropout(P_IN, P_HID, torch.Generator().manual_seed(11)))
+    e = torch.sigmoid(p.a_y) - target
+    deltas = RULES["dfa"].deltas(e, p.dfs, net.weights, feedback)
+    assert len(deltas) == 3
+    for i, (d, Bi) in enumerate(zip(deltas, feedback)):
+        W, b = net.weights[i], net.biases[i]
+        h = torch.tanh(p.hs[i] @ W.transpose(1, 2) + b.unsqueeze(1))   # unmasked h_{i+1}
+        mask = (p.hs[i + 1] != 0).float() / (1 - P_HID)
+        torch.testing.assert_close(d, (e @ Bi) * (1 - h * h) * mask)
+        assert (d[p.hs[i + 1] == 0] == 0).all()    # a dropped unit learns nothing this step
+        assert (d[p.hs[i + 1] != 0] != 0).any()
+
+    # updates() uses the very masks of its own forward pass: dW_1 = δa_1ᵀ h_0 with the masked input
+    grads, a_y = train.updates(net, feedback, RULES["dfa"], x, target,
+                               Dropout(P_IN, P_HID, torch.Generator().manual_seed(11)))
+    torch.testing.assert_close(a_y, p.a_y)
+    torch.testing.assert_close(grads[0], deltas[0].transpose(1, 2) @ p.hs[0])
+    torch.testing.assert_close(grads[len(net.weights) - 1], e.transpose(1, 2) @ p.hs[-1])
+
+
+# --- fast gradient sign -----------------------------------------------------------------------
+
+def autograd_fgsm(net: MLP, x: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.clone().requires_grad_()
+    loss = train.bce(net.forward(x).a_y, target).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    assert (grad != 0).float().mean() > 0.99    # the test would be vacuous with a dead gradient
+    return (x + eps * grad.sign()).detach()
+
+
+def test_fgsm_is_x_plus_eps_sign_of_the_true_input_gradient():
+    sizes = [12, 30, 30, 3]
+    state = init_state([0, 1, 2], sizes, "tanh", RULES["bp"], CPU)   # uniform init: non-zero weights
+    data = toy_data()
+    x = data.x_train[:50].expand(3, -1, -1).clone()
+    target = torch.eye(3)[data.y_train[:50]].expand(3, -1, -1)
+    for eps in (0.08, 0.3):
+        got = train.fgsm(state.net, x, target, eps)
+        want = autograd_fgsm(state.net, x, target, eps)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert ((got - x).abs() - eps).abs().max() < 1e-6   # every input moves by exactly eps
+    # the seeds' nets differ, so do their perturbations
+    assert not torch.equal(got[0], got[1])
+
+
+def test_fgsm_in_training_uses_backprop_whatever_the_method(monkeypatch):
+    """train_epoch perturbs each batch with BP's input gradient: swapping in another rule's
+    feedback matrices leaves the perturbed batch unchanged, and only that batch is trained on."""
+    data = toy_data()
+    sizes = [12, 30, 30, 3]
+    seen = {}
+    real_fgsm, real_updates = train.fgsm, train.updates
+
+    def spy_fgsm(net, x, target, eps):
+        out = real_fgsm(net, x, target, eps)
+        seen.setdefault("fgsm", []).append((x.clone(), target.clone(), out.clone(), eps))
+        return out
+
+    def spy_updates(net, feedback, rule, x, target, dropout=None):
+        seen.setdefault("updates", []).append(x.clone())
+        return real_updates(net, feedback, rule, x, target, dropout)
+
+    monkeypatch.setattr(train, "fgsm", spy_fgsm)
+    monkeypatch.setattr(train, "updates", spy_updates)
+    perturbed = {}
+    for method in ("bp", "fa", "dfa", "ifa"):
+        seen.clear()
+        state = init_state([0, 1], sizes, "tanh", RULES["bp"], CPU)       # same non-zero net
+        state.feedback = init_state([0, 1], sizes, "tanh", RULES[method], CPU).feedback
+        net0 = MLP([w.clone() for w in state.net.weights], [b.clone() for b in state.net.biases], "tanh")
+        train.train_epoch(state, data, RULES[method], Protocol(1e-3, 64, 1, eps=0.08))
+        assert len(seen["fgsm"]) == len(seen["updates"]) == 4     # 200 examples, batches of 64
+        x_clean, target, x_adv, eps = seen["fgsm"][0]
+        assert eps == 0.08
+        torch.testing.assert_close(x_adv, autograd_fgsm(net0, x_clean, target, 0.08), rtol=0, atol=1e-6)
+        for (_, _, out, _), trained in zip(seen["fgsm"], seen["updates"]):
+            assert torch.equal(trained, out)                        # the perturbed batch only
+        perturbed[method] = x_adv
+    for method in ("fa", "dfa", "ifa"):
+        assert torch.equal(perturbed[method], perturbed["bp"])
+
+
+def test_adversarial_reg_trains_through_run_with_eps_008(make_cfg, monkeypatch):
+    calls = []
+    real = train.fgsm
+    monkeypatch.setattr(train, "fgsm", lambda net, x, t, eps: (calls.append(eps), real(net, x, t, eps))[1])
+    cfg = make_cfg(SMALL, "method=dfa", "reg=adversarial", "seeds=[0,1]")
+    records = run(cfg)
+    assert calls and set(calls) == {0.08}
+    assert len(calls) == 2 * 4                  # every batch of 2 epochs x 256/64 batches
+    for rec in records:
+        assert rec["config"]["reg"] == {"name": "adversarial", "label": " + ADV",
+                                        "p_input": 0.0, "p_hidden": 0.0, "eps": 0.08}
+        assert rec["row"] == "3x50 Tanh + ADV"
+        assert rec["stop"] == "max_epochs" and len(rec["history"]) == 2
+        assert all(math.isfinite(h["train_loss"]) for h in rec["history"])
+
+
+def test_dropout_reg_trains_through_run(make_cfg, monkeypatch):
+    used = []
+    real = train.updates
+    monkeypatch.setattr(train, "updates",
+                        lambda net, fb, rule, x, t, dropout=None: (used.append(dropout), real(net, fb, rule, x, t, dropout))[1])
+    records = run(make_cfg(SMALL, "method=dfa", "reg=dropout"))
+    assert used and all(d is not None and (d.p_input, d.p_hidden) == (0.1, 0.5) for d in used)
+    assert records[0]["config"]["reg"]["p_hidden"] == 0.5
+    assert records[0]["row"] == "3x50 Tanh + DO"
+
+
+# --- schedule=auto ----------------------------------------------------------------------------
+
+AUTO = Protocol(1e-3, 64, 300, schedule="auto")
+
+
+def fresh_state(seeds=(0, 1)) -> train.State:
+    return init_state(list(seeds), [4, 5, 3], "tanh", RULES["dfa"], CPU)
+
+
+def test_auto_schedule_halves_only_when_the_error_is_not_below_the_average():
+    state = fresh_state()
+    state.epoch = 1
+    state.avg = [0.2, 0.2]
+    # seed 0 below the average: rate kept; seed 1 equal to it ("not below"): rate halved
+    assert train._step_schedule(state, 0, 0.1, 1.0, AUTO) is None
+    assert train._step_schedule(state, 1, 0.2, 1.0, AUTO) is None
+    assert state.lr_scale == [1.0, 0.5]
+    assert state.halvings == [0, 1]
+    assert state.avg[0] == pytest.approx(0.75 * 0.2 + 0.25 * 0.1)
+    assert state.avg[1] == pytest.approx(0.2)
+    # above the average: halved again
+    assert train._step_schedule(state, 1, 0.9, 1.0, AUTO) is None
+    assert state.lr_scale[1] == 0.25 and state.halvings[1] == 2
+    # schedule=constant never halves
+    state.avg = [0.2, 0.2]
+    assert train._step_schedule(state, 0, 0.9, 1.0, Protocol(1e-3, 64, 300)) is None
+    assert state.lr_scale[0] == 1.0 and state.halvings[0] == 0
+
+
+def test_moving_average_update_from_the_start():
+    state = fresh_state()
+    assert state.avg == [AVG_START, AVG_START] == [1.0, 1.0]
+    errs = [0.5, 0.4, 0.45, 0.1]
+    m = 1.0
+    for k, err in enumerate(errs, 1):
+        state.epoch = k
+        train._step_schedule(state, 0, err, 1.0, AUTO)
+        m = 0.75 * m + 0.25 * err
+        assert state.avg[0] == pytest.approx(m, rel=1e-12)
+    assert AVG_KEEP == 0.75
+    # every error was below the average at the time (m: 1, 0.875, 0.75625, ...): never halved
+    assert state.halvings[0] == 0 and state.lr_scale[0] == 1.0
+    assert state.avg[1] == 1.0      # the other seed is untouched
+
+
+def test_eighth_halving_ends_the_schedule():
+    state = fresh_state()
+    stops = []
+    for k in range(1, 20):
+        state.epoch = k
+        stops.append(train._step_schedule(state, 0, 1.0, 1.0, AUTO))  # error never below m
+        if stops[-1] is not None:
+            break
+    assert MAX_HALVINGS == 8
+    assert stops == [None] * 7 + ["schedule_end"]
+    assert state.halvings[0] == 8 and state.lr_scale[0] == 2.0 ** -8
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf")])
+def test_non_finite_loss_diverges(loss):
+    state = fresh_state()
+    state.epoch = 1
+    assert train._step_schedule(state, 0, 0.1, loss, AUTO) == "diverged"
+    assert train._step_schedule(state, 1, 0.1, loss, Protocol(1e-3, 64, 300)) == "diverged"
+
+
+def test_auto_schedule_in_fit_halves_the_next_epochs_rate_and_records_it(monkeypatch):
+    data = toy_data()   # 200 training examples
+    fractions = [0.5, 0.9, 0.1, 0.8, 0.2]   # m: 1 -> .875 -> .88125 -> .6859 -> .7144 -> .5858
+    halve_after = [False, True, False, True, False]
+    scales_used = []
+
+    def scripted_epoch(state, data, rule, protocol):
+        scales_used.append(list(state.lr_scale))
+        err = fractions[state.epoch - 1]
+        n = len(state.seeds)
+        return torch.full((n,), err * 200), torch.ones(n)
+
+    monkeypatch.setattr(train, "train_epoch", scripted_epoch)
+    state = init_state([0], [12, 16, 3], "tanh", RULES["dfa"], CPU)
+    [r] = train.fit(state, data, RULES["dfa"], Protocol(0.1, 64, 5, schedule="auto"))
+    assert r.stop == "max_epochs"
+    expected, scale = [], 1.0
+    for h in halve_after:
+        expected.append(scale)
+        scale /= 2 if h else 1
+    assert [s[0] for s in scales_used] == expected == [1.0, 1.0, 0.5, 0.5, 0.25]
+    assert [h["lr"] for h in r.history] == pytest.approx([0.1 * s for s in expected])
+    assert [h["train_error"] for h in r.history] == pytest.approx([100 * f for f in fractions])
+
+
+# --- validation hold-out ------------------------------------------------------------------
+
+def test_hold_out_takes_the_last_examples():
+    x = torch.arange(20.0).reshape(10, 2)
+    y = torch.arange(10)
+    d = Data(x, y, x[:3], y[:3]).hold_out(4)
+    assert d.y_train.tolist() == [0, 1, 2, 3, 4, 5]
+    assert d.y_val.tolist() == [6, 7, 8, 9]
+    assert torch.equal(d.x_val, x[6:])
+    assert list(d.evaluation()) == ["val", "test"]
+
+
+def test_val_true_through_run_reports_val_error_and_best_val(make_cfg, monkeypatch):
+    monkeypatch.setattr(runner, "VAL_SIZE", 100)   # runner imported the name: patch both places
+    monkeypatch.setattr(config, "VAL_SIZE", 100)
+    seen = {}
+    real_fit = runner.fit
+    monkeypatch.setattr(runner, "fit", lambda state, data, *a, **k: (seen.setdefault("data", data), real_fit(state, data, *a, **k))[1])
+    cfg = make_cfg(SMALL, "val=true", "max_epochs=4", "seeds=[0,1]")
+    records = run(cfg)
+
+    full = load(cfg.dataset, cfg.data_dir, CPU)
+    data = seen["data"]
+    assert torch.equal(data.x_val, full.x_train[-100:]) and torch.equal(data.y_val, full.y_train[-100:])
+    assert torch.equal(data.x_train, full.x_train[:-100])
+    assert torch.equal(data.x_test, full.x_test)
+
+    for rec in records:
+        hist = rec["history"]
+        assert rec["stop"] == "max_epochs" and len(hist) == 4
+        for h in hist:
+            assert {"val_error", "test_error", "train_error"} <= set(h)
+            # percentages of 156 training and 100 validation examples
+            assert h["train_error"] * 1.56 == pytest.approx(round(h["train_error"] * 1.56))
+            assert h["val_error"] == pytest.approx(round(h["val_error"]))
+        best = min(hist, key=lambda h: (h["val_error"], h["epoch"]))
+        assert rec["best_val"] == best
+        assert rec["config"]["val"] is True
+    assert [h["val_error"] for h in records[0]["history"]] != [h["test_error"] for h in records[0]["history"]]
+
+
+def test_best_val_is_the_earliest_epoch_of_the_minimum():
+    hist = [{"epoch": k, "val_error": v, "train_error": 1.0, "test_error": t}
+            for k, (v, t) in enumerate([(5.0, 9.0), (2.0, 7.0), (3.0, 6.0), (2.0, 5.0)], 1)]
+    rec = runner._record({}, train.SeedResult(0, "max_epochs", hist), 1.0)
+    assert rec["best_val"]["epoch"] == 2 and rec["best_val"]["test_error"] == 7.0
+    assert rec["test_error"] == 5.0   # the final epoch's, beside it
+    diverged = runner._record({}, train.SeedResult(0, "diverged", hist), 1.0)
+    assert "best_val" not in diverged
+
+
+def test_val_true_needs_more_examples_than_the_hold_out(make_cfg):
+    with pytest.raises(ConfigError) as info:
+        validate(make_cfg(SMALL, "val=true", "dataset.train_size=500"))
+    assert str(info.value).startswith("val=")
+    with pytest.raises(ConfigError):
+        validate(make_cfg(SMALL, "val=true", f"dataset.train_size={config.VAL_SIZE}"))
+    validate(make_cfg(SMALL, "val=true", f"dataset.train_size={config.VAL_SIZE + 1}"))
+    validate(make_cfg("val=true", tiny=False))   # MNIST, all 60,000 examples
+
+
+# --- the paper's grid rows --------------------------------------------------------------------
+
+def test_dropout_row_sets_model_reg_val_and_schedule(make_cfg):
+    cfg = make_cfg("row=2x800_tanh_do")
+    assert cfg.model.name == "2x800_tanh" and (cfg.model.depth, cfg.model.width) == (2, 800)
+    assert cfg.model.activation == "tanh"
+    assert cfg.reg.name == "dropout" and (cfg.reg.p_input, cfg.reg.p_hidden, cfg.reg.eps) == (0.1, 0.5, 0.0)
+    assert cfg.val is True and cfg.schedule == "auto"
+    assert row_label(cfg) == "2x800 Tanh + DO"
+
+
+def test_adversarial_row_sets_model_and_eps(make_cfg):
+    cfg = make_cfg("row=2x800_tanh_adv")
+    assert cfg.model.name == "2x800_tanh"
+    assert cfg.reg.name == "adversarial" and cfg.reg.eps == 0.08
+    assert (cfg.reg.p_input, cfg.reg.p_hidden) == (0.0, 0.0)
+    assert cfg.val is False and cfg.schedule == "constant"
+    assert row_label(cfg) == "2x800 Tanh + ADV"
+
+
+def test_plain_row_has_no_regulariser(make_cfg):
+    cfg = make_cfg("row=2x800_tanh")
+    assert cfg.reg.name == "none" and row_label(cfg) == "2x800 Tanh"
+    assert cfg.val is False and cfg.schedule == "constant"
