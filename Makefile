@@ -12,7 +12,7 @@ STORE ?= runs
 .PHONY: help install test run bench tables clean table1 table2 table3 quick-table1 quick-table2 quick-table3
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  extra dfarun overrides: make run ARGS='max_epochs=5 data_dir=../shared/data/mnist'"
 
 install: $(BIN)/.installed  ## create .venv and install dfarun (editable) with its test extras
