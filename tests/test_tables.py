@@ -1,0 +1,139 @@
+"""The aggregator on hand-made records, and the experiment grids against the paper's tables."""
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+from omegaconf import OmegaConf
+
+from dfarun import store, tables
+from dfarun.config import CONF_DIR
+from dfarun.runner import row_label
+
+
+def record(row="2x800 Tanh", method="dfa", seed=0, test=1.5, train=0.0, stop="converged",
+           dataset="mnist", key="k1", seeds=(0, 1, 2), max_epochs=20, profile="quick", **extra):
+    return {"format": store.FORMAT, "key": key, "row": row, "seed": seed, "stop": stop, "epochs": 7,
+            "train_error": train, "test_error": test,
+            "config": {"dataset": {"name": dataset}, "method": {"name": method}, "seeds": list(seeds),
+                       "max_epochs": max_epochs, "profile": profile}, **extra}
+
+
+def write(tmp_path, *recs):
+    for i, rec in enumerate(recs):
+        store.write(tmp_path / f"r{i}.json", rec)
+    return tables.aggregate(tables.load_records(tmp_path))
+
+
+def cell(frame, row, method):
+    return frame.set_index("Model").loc[row, method.upper()]
+
+
+def test_mean_std_and_brackets(tmp_path):
+    cells = write(tmp_path,
+                  record(seed=0, test=1.5, train=0.0), record(seed=1, test=1.7, train=0.02),
+                  record(seed=2, test=1.9, train=0.04),
+                  record(method="bp", seed=0, test=1.6, train=0.0), record(method="bp", seed=1, test=1.6),
+                  record(method="bp", seed=2, test=1.6))
+    frame, notes = tables.build(1, cells, compare=False)
+    std = statistics.stdev([1.5, 1.7, 1.9])
+    assert cell(frame, "2x800 Tanh", "dfa") == f"1.70 ± {std:.2f}% (0.02%)"  # mean train 0.02% > 0.01%
+    assert cell(frame, "2x800 Tanh", "bp") == "1.60 ± 0.00%"                 # train 0% : no brackets
+    assert cell(frame, "2x800 Tanh", "fa") == "not run"
+    assert cell(frame, "1x800 Tanh", "bp") == "not run"
+    assert any("Profile quick: 3 seeds, at most 20 epochs" in n for n in notes)
+
+
+def test_dash_when_no_seed_learned_and_n_when_fewer_seeds(tmp_path):
+    cells = write(tmp_path,
+                  record(row="100x240 Tanh", method="bp", seed=0, test=88.7, train=89.6, stop="max_epochs"),
+                  record(row="100x240 Tanh", method="bp", seed=1, test=None, train=None, stop="diverged"),
+                  record(row="100x240 Tanh", method="dfa", seed=0, test=3.9, train=0.1),
+                  record(row="100x240 Tanh", method="dfa", seed=1, test=4.1, train=0.14),
+                  record(row="100x240 Tanh", method="dfa", seed=2, test=None, train=None, stop="diverged"))
+    frame, notes = tables.build(1, cells, compare=False)
+    assert cell(frame, "100x240 Tanh", "bp") == "—"
+    assert cell(frame, "100x240 Tanh", "dfa") == "4.00 ± 0.14% (0.12%) n=2"
+    assert any("1 of 3 seeds diverged" in n for n in notes)
+
+
+def test_compare_column_and_count(tmp_path):
+    cells = write(tmp_path,
+                  *[record(row="1x800 Tanh", method="bp", seed=s, test=t) for s, t in enumerate([1.59, 1.63, 1.67])],
+                  *[record(row="1x800 Tanh", method="dfa", seed=s, test=t) for s, t in enumerate([2.0, 2.1, 2.2])])
+    frame, notes = tables.build(1, cells, compare=True)
+    assert cell(frame, "1x800 Tanh", "bp") == "1.63 ± 0.04% / 1.59 ± 0.04% (+1.0σ)"   # (1.63-1.59)/0.04
+    assert cell(frame, "1x800 Tanh", "dfa") == "2.10 ± 0.10% / 1.68 ± 0.05% (+8.4σ)"
+    assert cell(frame, "100x240 Tanh", "bp") == "not run / —"
+    assert "1 of 2 cells within 2 paper std" in notes[-1]
+
+
+def test_conv_rows_are_pending_and_table3_unknown_bp_cells(tmp_path):
+    frame, _ = tables.build(3, write(tmp_path, record(dataset="cifar100", row="3x1000 Tanh", method="bp",
+                                                      test=72.5, train=0.3)), compare=True)
+    assert cell(frame, "CONV Tanh", "dfa").startswith("pending")
+    assert cell(frame, "1x1000 Tanh", "bp") == "not run / ?"
+    assert cell(frame, "3x1000 Tanh", "bp") == "72.5 ± 0.0% (0.30%) n=1 / 72.0 ± 0.3% (0.20%) (+1.7σ)"
+
+
+def test_best_val_epoch_is_used_when_present(tmp_path):
+    cells = write(tmp_path, record(row="2x800 Tanh + DO", test=1.9, train=0.5, seeds=(0,),
+                                   best_val={"epoch": 3, "val_error": 1.2, "test_error": 1.3, "train_error": 0.2}))
+    frame, _ = tables.build(1, cells, compare=False)
+    assert cell(frame, "2x800 Tanh + DO", "dfa") == "1.30 ± 0.00% (0.20%)"
+
+
+def test_the_largest_budget_wins_when_experiments_overlap(tmp_path):
+    cells = write(tmp_path, record(key="short", max_epochs=2, test=9.0, seeds=(0,)),
+                  record(key="long", max_epochs=20, test=2.0, seeds=(0,)))
+    assert cell(tables.build(1, cells, compare=False)[0], "2x800 Tanh", "dfa") == "2.00 ± 0.00%"
+
+
+def test_foreign_and_broken_files_are_skipped_with_a_warning(tmp_path, capsys):
+    store.write(tmp_path / "ok.json", record())
+    (tmp_path / "truncated.json").write_text('{"format": 2, "key": ')
+    (tmp_path / "foreign.json").write_text(json.dumps({"hello": "world"}))
+    (tmp_path / "old.json").write_text(json.dumps({**record(), "format": 1}))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    frame = tables.load_records(tmp_path)
+    assert list(frame.seed) == [0]
+    err = capsys.readouterr().err
+    assert err.count("warning: skipping") == 4
+
+
+def test_cli_writes_md_tex_csv(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    store.write(runs / "a.json", record())
+    assert tables.main(["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1", "--compare"]) == 0
+    for ext in ("md", "tex", "csv"):
+        assert (tmp_path / "out" / f"table1.{ext}").read_text()
+    assert "| 2x800 Tanh" in capsys.readouterr().out
+    assert r"$\pm$" in (tmp_path / "out" / "table1.tex").read_text()
+    assert tables.main(["--store", str(tmp_path / "nope")]) == 2
+    assert tables.main(["--store", str(runs), "--tables", "4"]) == 2
+
+
+# --- the grids ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("table", [1, 2, 3])
+def test_grids_hold_exactly_the_papers_rows_and_methods(table, make_cfg):
+    grid = OmegaConf.load(CONF_DIR / "experiment" / f"table{table}.yaml").hydra.sweeper.params
+    methods = grid.method.split(",")
+    labels = set()
+    for row in grid.row.split(","):
+        cfg = make_cfg(f"experiment=table{table}", f"row={row}", tiny=False)
+        assert cfg.dataset.name == tables.TABLES[table][0] and cfg.table == table
+        assert cfg.profile == "paper" and len(cfg.seeds) == 10 and cfg.max_epochs == 300
+        labels.add(row_label(cfg))
+    paper = tables.paper_results().query("table == @table")
+    assert sorted(methods) == sorted(tables.METHODS) == sorted(set(paper.method))
+    assert labels == set(paper.row) - set(tables.PENDING)  # the conv rows wait for the conv net
+
+
+def test_quick_profile_overrides_the_experiments(make_cfg):
+    cfg = make_cfg("experiment=table1", "profile=quick", "row=1x800_tanh", tiny=False)
+    assert (cfg.profile, list(cfg.seeds), cfg.max_epochs) == ("quick", [0, 1, 2], 20)
+    cfg = make_cfg("experiment=table1", "profile=quick", "max_epochs=3", "row=1x800_tanh", tiny=False)
+    assert cfg.max_epochs == 3
