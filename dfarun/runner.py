@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import store
-from .config import VAL_SIZE, effective_lr, resolve_device, validate
+from . import config, store
+from .config import effective_lr, resolve_device, validate
 from .data import load
 from .nets import layer_sizes
 from .rules import RULES
@@ -37,7 +37,7 @@ def run(cfg: DictConfig) -> list[dict]:
 def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int, dict]:
     data = load(cfg.dataset, cfg.data_dir, device)
     if cfg.val:
-        data = data.hold_out(VAL_SIZE)
+        data = data.hold_out(config.VAL_SIZE)
     rule = RULES[cfg.method.name]
     sizes = layer_sizes(data.features, cfg.model.depth, cfg.model.width, cfg.dataset.classes)
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
@@ -73,7 +73,11 @@ def _resume(path: Path, seeds: list[int], device: torch.device) -> State | None:
     saved = store.load_checkpoint(path)
     if saved is None:
         return None
-    state = State.from_dict(saved, device)
+    try:
+        state = State.from_dict(saved, device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+        log.warning(f"ignoring checkpoint {path}: not a training state of this version")
+        return None
     if not set(seeds) <= set(state.seeds):
         log.warning(f"ignoring checkpoint {path}: it does not hold seeds {seeds}")
         return None

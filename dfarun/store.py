@@ -73,6 +73,8 @@ def load_checkpoint(path: Path) -> dict | None:
 def drop_checkpoint(path: Path) -> None:
     """The job is done: remove its checkpoint (and the folder, once empty)."""
     path.unlink(missing_ok=True)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):  # left by a job killed mid-write
+        tmp.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
 

@@ -332,7 +332,6 @@ def test_hold_out_takes_the_last_examples():
 
 
 def test_val_true_through_run_reports_val_error_and_best_val(make_cfg, monkeypatch):
-    monkeypatch.setattr(runner, "VAL_SIZE", 100)   # runner imported the name: patch both places
     monkeypatch.setattr(config, "VAL_SIZE", 100)
     seen = {}
     real_fit = runner.fit
