@@ -103,3 +103,12 @@ def test_a_diverged_seed_stops_and_the_others_go_on():
     for s in (0, 2):
         assert by_seed[s].stop == "converged" and len(by_seed[s].history) > 1
     assert [r.seed for r in final][0] == 1  # reported as soon as it was final
+
+
+def test_bench_runs_and_prints_its_table(capsys):
+    from dfarun import bench
+    bench.main(["--examples", "256", "--seeds", "1,2", "--gemm-seconds", "0.05", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "GFLOP/s at 2048^3" in out
+    rows = [line for line in out.splitlines() if line.startswith("| bp") or line.startswith("| dfa")]
+    assert len(rows) == 4  # 2 methods x 2 stack sizes
