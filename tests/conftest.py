@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from dfarun.config import CONF_DIR
+from dfarun.data import Data
 
 TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128",
         "dataset.features=16", "max_epochs=2", "device=cpu"]
@@ -27,3 +28,13 @@ def make_cfg(tmp_path):
             base = TINY if tiny else []
             return compose("config", overrides=[*base, f"store={tmp_path / 'runs'}", *overrides])
     return make
+
+
+@pytest.fixture
+def toy_data() -> Data:
+    """300 noisy points around 3 prototypes in [0, 1]^12: 200 to train on, 100 to test."""
+    g = torch.Generator().manual_seed(0)
+    protos = torch.rand(3, 12, generator=g)
+    y = torch.randint(3, (300,), generator=g)
+    x = (protos[y] + 0.1 * torch.randn(300, 12, generator=g)).clamp(0, 1)
+    return Data(x[:200], y[:200], x[200:], y[200:])

@@ -26,12 +26,6 @@ CPU = torch.device("cpu")
 SMALL = "model=3x50_tanh"
 
 
-def toy_data(n=300, d=12, classes=3, seed=0) -> Data:
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.rand(classes, d, generator=g)
-    y = torch.randint(classes, (n,), generator=g)
-    x = (protos[y] + 0.1 * torch.randn(n, d, generator=g)).clamp(0, 1)
-    return Data(x[:200], y[:200], x[200:], y[200:])
 
 
 def twin_net(seeds: int, sizes: list[int], seed: int = 0) -> MLP:
@@ -149,10 +143,10 @@ def autograd_fgsm(net: MLP, x: torch.Tensor, target: torch.Tensor, eps: float) -
     return (x + eps * grad.sign()).detach()
 
 
-def test_fgsm_is_x_plus_eps_sign_of_the_true_input_gradient():
+def test_fgsm_is_x_plus_eps_sign_of_the_true_input_gradient(toy_data):
     sizes = [12, 30, 30, 3]
     state = init_state([0, 1, 2], sizes, "tanh", RULES["bp"], CPU)   # uniform init: non-zero weights
-    data = toy_data()
+    data = toy_data
     x = data.x_train[:50].expand(3, -1, -1).clone()
     target = torch.eye(3)[data.y_train[:50]].expand(3, -1, -1)
     for eps in (0.08, 0.3):
@@ -164,10 +158,10 @@ def test_fgsm_is_x_plus_eps_sign_of_the_true_input_gradient():
     assert not torch.equal(got[0], got[1])
 
 
-def test_fgsm_in_training_uses_backprop_whatever_the_method(monkeypatch):
+def test_fgsm_in_training_uses_backprop_whatever_the_method(monkeypatch, toy_data):
     """train_epoch perturbs each batch with BP's input gradient: swapping in another rule's
     feedback matrices leaves the perturbed batch unchanged, and only that batch is trained on."""
-    data = toy_data()
+    data = toy_data
     sizes = [12, 30, 30, 3]
     seen = {}
     real_fgsm, real_updates = train.fgsm, train.updates
@@ -294,8 +288,8 @@ def test_non_finite_loss_diverges(loss):
     assert train._step_schedule(state, 1, 0.1, loss, Protocol(1e-3, 64, 300)) == "diverged"
 
 
-def test_auto_schedule_in_fit_halves_the_next_epochs_rate_and_records_it(monkeypatch):
-    data = toy_data()   # 200 training examples
+def test_auto_schedule_in_fit_halves_the_next_epochs_rate_and_records_it(monkeypatch, toy_data):
+    data = toy_data   # 200 training examples
     fractions = [0.5, 0.9, 0.1, 0.8, 0.2]   # m: 1 -> .875 -> .88125 -> .6859 -> .7144 -> .5858
     halve_after = [False, True, False, True, False]
     scales_used = []

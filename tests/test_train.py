@@ -6,19 +6,12 @@ import math
 import pytest
 import torch
 
-from dfarun.data import Data
 from dfarun.rules import RULES
 from dfarun.train import AVG_KEEP, STOP_AT, Protocol, fit, init_state, rmsprop_, train_epoch
 
 CPU = torch.device("cpu")
 
 
-def toy_data(n=300, d=12, classes=3, seed=0) -> Data:
-    g = torch.Generator().manual_seed(seed)
-    protos = torch.rand(classes, d, generator=g)
-    y = torch.randint(classes, (n,), generator=g)
-    x = (protos[y] + 0.1 * torch.randn(n, d, generator=g)).clamp(0, 1)
-    return Data(x[:200], y[:200], x[200:], y[200:])
 
 
 def test_rmsprop_matches_torch_optim():
@@ -35,8 +28,8 @@ def test_rmsprop_matches_torch_optim():
 
 
 @pytest.mark.parametrize("method", ["bp", "dfa"])
-def test_stacked_seeds_equal_single_seed(method):
-    data = toy_data()
+def test_stacked_seeds_equal_single_seed(method, toy_data):
+    data = toy_data
     sizes = [12, 16, 16, 3]
     stacked = init_state([3, 5, 7], sizes, "tanh", RULES[method], CPU)
     alone = init_state([5], sizes, "tanh", RULES[method], CPU)
@@ -51,9 +44,9 @@ def test_stacked_seeds_equal_single_seed(method):
     assert not torch.allclose(stacked.net.weights[0][0], stacked.net.weights[0][1])
 
 
-def test_each_epoch_reshuffles_and_sees_every_example_once_with_a_short_last_batch(monkeypatch):
+def test_each_epoch_reshuffles_and_sees_every_example_once_with_a_short_last_batch(monkeypatch, toy_data):
     import dfarun.train as train
-    data = toy_data()  # 200 training examples, batch 64 -> 64, 64, 64, 8
+    data = toy_data  # 200 training examples, batch 64 -> 64, 64, 64, 8
     data.x_train[:, 0] = torch.arange(200.0)  # tag each example by its row
     batches = []
     real = train.updates
@@ -72,8 +65,8 @@ def test_each_epoch_reshuffles_and_sees_every_example_once_with_a_short_last_bat
     assert not torch.equal(orders[0][0], orders[1][0])  # and a new one every epoch
 
 
-def test_converges_and_stops_on_the_moving_average_rule():
-    data = toy_data()
+def test_converges_and_stops_on_the_moving_average_rule(toy_data):
+    data = toy_data
     state = init_state([0], [12, 32, 3], "tanh", RULES["dfa"], CPU)
     [result] = fit(state, data, RULES["dfa"], Protocol(1e-2, 16, 100))
     assert result.stop == "converged"
@@ -83,16 +76,16 @@ def test_converges_and_stops_on_the_moving_average_rule():
         assert (m <= STOP_AT) == (row is result.history[-1])
 
 
-def test_max_epochs_stop():
-    data = toy_data()
+def test_max_epochs_stop(toy_data):
+    data = toy_data
     state = init_state([0, 1], [12, 8, 3], "tanh", RULES["fa"], CPU)
     results = fit(state, data, RULES["fa"], Protocol(1e-4, 64, 2))
     assert sorted(r.seed for r in results) == [0, 1]
     assert all(r.stop == "max_epochs" and len(r.history) == 2 for r in results)
 
 
-def test_a_diverged_seed_stops_and_the_others_go_on():
-    data = toy_data()
+def test_a_diverged_seed_stops_and_the_others_go_on(toy_data):
+    data = toy_data
     state = init_state([0, 1, 2], [12, 32, 3], "tanh", RULES["dfa"], CPU)
     state.net.weights[1][1].fill_(float("nan"))  # seed 1 is broken from the start
     final = []
