@@ -44,7 +44,7 @@ def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int,
                         schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
                         eps=cfg.reg.eps)
     ckpt = store.checkpoint_path(cfg)
-    state = _resume(ckpt, seeds, device)
+    state = None if cfg.force else _resume(ckpt, seeds, device)
     if state is None:
         state = init_state(seeds, sizes, cfg.model.activation, rule, device)
     log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {seeds} on {device}, "

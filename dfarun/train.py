@@ -79,7 +79,10 @@ class State:
     @classmethod
     def from_dict(cls, d: dict, device: torch.device) -> State:
         d = dict(d)
-        d["net"] = MLP(**d["net"])
+        move = lambda ts: [t.to(device) for t in ts]
+        net = d["net"]
+        d["net"] = MLP(move(net["weights"]), move(net["biases"]), net["activation"])
+        d["feedback"], d["sq_avg"] = move(d["feedback"]), move(d["sq_avg"])
         d["data_order"] = [torch.Generator().set_state(s) for s in d["data_order"]]
         d["noise"] = torch.Generator(device=device).set_state(d["noise"])
         return cls(**d)
