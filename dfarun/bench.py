@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 from tabulate import tabulate
@@ -22,7 +23,7 @@ from .rules import RULES
 from .train import Protocol, init_state, train_epoch, updates
 
 FEATURES, CLASSES = 784, 10  # MNIST's shape; the values are random
-PROTOCOL = Protocol(lr=1e-4, batch_size=64, max_epochs=1)  # MNIST's; the speed does not depend on lr
+PROTOCOL = Protocol(lr=1e-4, batch_size=64, max_epochs=1, compile=True)  # as `dfarun` trains MNIST
 
 
 def matmul_gflops(m: int, k: int, n: int, device: torch.device, seconds: float = 2.0) -> float:
@@ -53,9 +54,10 @@ def _sync(device: torch.device) -> None:
 
 
 def bench(model: tuple[int, int, str], methods: list[str], stacks: list[int],
-          device: torch.device, gflops: dict[str, float], examples: int = 60_000) -> list[dict]:
+          device: torch.device, gflops: dict[str, float], examples: int = 60_000,
+          protocol: Protocol = PROTOCOL) -> list[dict]:
     depth, width, activation = model
-    batch = PROTOCOL.batch_size
+    batch = protocol.batch_size
     g = torch.Generator().manual_seed(0)
     data = Data(torch.rand(examples, FEATURES, generator=g).to(device),
                 torch.randint(CLASSES, (examples,), generator=g).to(device),
@@ -70,10 +72,10 @@ def bench(model: tuple[int, int, str], methods: list[str], stacks: list[int],
             state.feedback = init_state(list(range(seeds)), sizes, activation, rule, device).feedback
             flops = step_flops(state, rule, data, batch) * examples / batch
             small = Data(data.x_train[: 20 * batch], data.y_train[: 20 * batch], data.x_test, data.y_test)
-            train_epoch(state, small, rule, PROTOCOL)  # warm-up: allocator, kernels
+            train_epoch(state, small, rule, protocol)  # warm-up: compile, allocator, kernels
             _sync(device)
             t = time.perf_counter()
-            train_epoch(state, data, rule, PROTOCOL)
+            train_epoch(state, data, rule, protocol)
             _sync(device)
             seconds = time.perf_counter() - t
             peak, small = (flops / (g * 1e9) for g in gflops.values())
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default="bp,dfa")
     p.add_argument("--seeds", default="1,10", help="stack sizes to time, comma-separated")
     p.add_argument("--examples", type=int, default=60_000, help="training examples per epoch")
+    p.add_argument("--eager", action="store_true", help="time the eager optimizer (compile=false)")
     p.add_argument("--gemm-seconds", type=float, default=2.0, help="time spent measuring GEMM throughput")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -96,8 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     gflops = {"peak": matmul_gflops(2048, 2048, 2048, device, args.gemm_seconds),
               "64-row": matmul_gflops(64, 800, 800, device, args.gemm_seconds)}
     stacks = [int(s) for s in args.seeds.split(",")]
-    rows = bench((2, 800, "tanh"), args.methods.split(","), stacks, device, gflops, args.examples)
-    print(f"2x800_tanh, one epoch of {args.examples:,} x {FEATURES} (batch 64) on {name}, torch {torch.__version__}")
+    protocol = replace(PROTOCOL, compile=not args.eager)
+    rows = bench((2, 800, "tanh"), args.methods.split(","), stacks, device, gflops, args.examples, protocol)
+    print(f"2x800_tanh, one epoch of {args.examples:,} x {FEATURES} (batch 64) on {name}, torch {torch.__version__}, "
+          f"{'eager' if args.eager else 'compiled'} optimizer")
     print(f"float32 GEMM throughput measured in this run: {gflops['peak']:.1f} GFLOP/s at 2048^3 (peak), "
           f"{gflops['64-row']:.1f} GFLOP/s at 64x800x800 (the step's own shape)")
     print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))

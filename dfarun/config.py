@@ -86,6 +86,7 @@ class Config:
     data_dir: str = MISSING
     store: str = "runs"
     force: bool = False
+    compile: bool = True                # fuse the optimizer step with torch.compile
 
 
 ConfigStore.instance().store(name="dfarun_schema", node=Config)

@@ -25,7 +25,7 @@ log = logging.getLogger("dfarun")
 
 FORMAT = 2  # bump when the record layout changes (2: row label, best_val)
 # not part of the experiment: where and how it ran, and how it was grouped
-RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "profile", "table")
+RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "profile", "table")
 
 
 def experiment(cfg: DictConfig) -> dict:

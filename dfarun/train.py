@@ -43,6 +43,7 @@ class Protocol:
     p_input: float = 0.0       # dropout on the input (0: off)
     p_hidden: float = 0.0      # dropout after each hidden layer
     eps: float = 0.0           # fast-gradient-sign step on the inputs (0: off)
+    compile: bool = False      # fuse the RMSprop update with torch.compile (see rmsprop_)
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -133,15 +134,36 @@ def fgsm(net: MLP, x: Tensor, target: Tensor, eps: float) -> Tensor:
     return x + eps * torch.bmm(d1, net.weights[0]).sign()
 
 
-def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: float | Tensor) -> None:
+def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: float | Tensor,
+             fused: bool = False) -> None:
     """torch.optim.RMSprop(alpha=0.99, eps=1e-8), no momentum, element-wise so seeds never mix.
-    `lr` is one float, or a [S] tensor when seeds' rates differ (schedule=auto)."""
+    `lr` is one float, or a [S] tensor when seeds' rates differ (schedule=auto).
+
+    Eagerly this is five passes over every parameter, which for stacked seeds no longer fit
+    in cache: `fused=True` runs it as one torch.compile'd kernel (measured 2.6x faster on
+    ten 2x800 seeds; compiling costs ~20 s once per process and stack size). Where compiling
+    fails (no C++ compiler, say) it warns once and stays eager."""
+    global _fused_failed
+    if fused and not _fused_failed:
+        try:
+            return _rmsprop_fused(params, grads, sq_avg, lr)
+        except Exception as err:  # torch's compiler stack raises many kinds
+            _fused_failed = True
+            log.warning(f"torch.compile unavailable ({type(err).__name__}); using the eager optimizer")
+    _rmsprop_eager(params, grads, sq_avg, lr)
+
+
+def _rmsprop_eager(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: float | Tensor) -> None:
     for p, g, v in zip(params, grads, sq_avg):
         v.mul_(RMSPROP_DECAY).addcmul_(g, g, value=1 - RMSPROP_DECAY)
         if isinstance(lr, Tensor):
             p.addcdiv_(g * lr.view(-1, *[1] * (g.dim() - 1)), v.sqrt().add_(RMSPROP_EPS), value=-1)
         else:
             p.addcdiv_(g, v.sqrt().add_(RMSPROP_EPS), value=-lr)
+
+
+_rmsprop_fused = torch.compile(_rmsprop_eager, dynamic=True)  # compiled at its first call
+_fused_failed = False
 
 
 def bce(a_y: Tensor, target: Tensor) -> Tensor:
@@ -172,7 +194,7 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol) -> tup
         if protocol.eps:
             x = fgsm(state.net, x, target, protocol.eps)  # train on the perturbed batch only
         grads, a_y = updates(state.net, state.feedback, rule, x, target, dropout)
-        rmsprop_(state.net.params, grads, state.sq_avg, lr)
+        rmsprop_(state.net.params, grads, state.sq_avg, lr, protocol.compile)
         errors += (a_y.argmax(-1) != y).sum(-1)
         loss += bce(a_y, target)
     return errors, loss

@@ -10,7 +10,7 @@ from dfarun.config import CONF_DIR
 from dfarun.data import Data
 
 TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128",
-        "dataset.features=16", "max_epochs=2", "device=cpu"]
+        "dataset.features=16", "compile=false", "max_epochs=2", "device=cpu"]
 
 
 @pytest.fixture(autouse=True)

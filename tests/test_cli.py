@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "dataset.features=16"]
+TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "dataset.features=16", "compile=false"]
 
 
 def dfarun_script() -> str:

@@ -259,7 +259,7 @@ def test_a_checkpoint_write_that_dies_keeps_the_previous_checkpoint(tmp_path, mo
 
 # --- SIGKILL through the console script --------------------------------------------------------
 
-CLI_ARGS = ["dataset=synthetic", "dataset.train_size=4000", "dataset.test_size=500", "dataset.features=64",
+CLI_ARGS = ["compile=false", "dataset=synthetic", "dataset.train_size=4000", "dataset.test_size=500", "dataset.features=64",
             "model=3x50_tanh", "method=dfa", "max_epochs=5", "seeds=[0,1]", "device=cpu"]
 
 

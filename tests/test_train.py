@@ -27,6 +27,22 @@ def test_rmsprop_matches_torch_optim():
     torch.testing.assert_close(ours, theirs.detach())
 
 
+def test_fused_rmsprop_equals_eager():
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(3, 5, 4, generator=g), torch.randn(3, 5, generator=g)]
+    grads = [torch.randn_like(p) for p in params]
+    eager, fused = [p.clone() for p in params], [p.clone() for p in params]
+    sq_e, sq_f = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    for lr in (1e-2, torch.tensor([1e-2, 5e-3, 2.5e-3])):  # one rate, and per-seed rates
+        for _ in range(3):
+            rmsprop_(eager, grads, sq_e, lr)
+            rmsprop_(fused, grads, sq_f, lr, fused=True)
+    for a, b in zip(eager + sq_e, fused + sq_f):
+        torch.testing.assert_close(a, b)
+    from dfarun import train
+    assert not train._fused_failed  # it really ran compiled
+
+
 @pytest.mark.parametrize("method", ["bp", "dfa"])
 def test_stacked_seeds_equal_single_seed(method, toy_data):
     data = toy_data
@@ -100,7 +116,7 @@ def test_a_diverged_seed_stops_and_the_others_go_on(toy_data):
 
 def test_bench_runs_and_prints_its_table(capsys):
     from dfarun import bench
-    bench.main(["--examples", "256", "--seeds", "1,2", "--gemm-seconds", "0.05", "--device", "cpu"])
+    bench.main(["--examples", "256", "--seeds", "1,2", "--gemm-seconds", "0.05", "--device", "cpu", "--eager"])
     out = capsys.readouterr().out
     assert "GFLOP/s at 2048^3" in out
     rows = [line for line in out.splitlines() if line.startswith("| bp") or line.startswith("| dfa")]
