@@ -1,6 +1,7 @@
 """The `dfarun` console script: a thin Hydra wrapper around runner.run."""
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
@@ -20,4 +21,6 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    # torch's compiler warns that a CUDA build found no CUDA runtime; on a CPU machine that is expected
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     _main()
