@@ -1,17 +1,22 @@
 """Learning rules: how the output error e reaches the hidden layers.
 
 A rule is three things, and this file is the only place they are written:
-  deltas(e, dfs, W, B) -> [δa_1, ..., δa_L]   hidden update directions (eqs. 6-9)
+  signals(e, dfs, W, B) -> [δh_1, ..., δh_L]  what reaches each hidden layer's output h_i
   feedback(W, classes, gen) -> [B_i]          its fixed feedback matrices, for one seed
   zero_init                                   start forward weights at zero (tanh/logistic)
+
+δh_i stands where back-propagation's gradient with respect to h_i would (REFERENCE.md: the
+feedback "replaces the gradient with respect to the hidden layer's output"). The caller then
+applies the local step, δa_i = δh_i ⊙ f'(a_i) (times the dropout mask), and eq. (10) turns
+δa into weight updates identically for every rule (train.updates, nets.weight_updates); the
+output layer always learns from e. Rules that chain layers (BP, FA, IFA) form δa internally.
 
 Notation follows nets.py (row vectors, leading seed dim): e [S, B, C] = sigmoid(a_y) - y,
 dfs[i] = f'(a_{i+1}) [S, B, n], W = the forward weights W_1..W_{L+1}. Feedback matrices are
 stored in the orientation they are multiplied in, δh = (signal) @ B, so B for FA has W's own
-shape and `fa` with B_i = W_{i+1} *is* `bp`. eq. (10) then turns δa into weight updates
-identically for every rule (nets.weight_updates); the output layer always learns from e.
+shape and `fa` with B_i = W_{i+1} *is* `bp`.
 
-To add a rule: write its `deltas` (and `feedback` if it has its own matrices), add one
+To add a rule: write its `signals` (and `feedback` if it has its own matrices), add one
 entry to RULES, and a one-line conf/method/<name>.yaml.
 """
 from __future__ import annotations
@@ -25,15 +30,15 @@ from torch import Tensor
 from .nets import uniform
 
 
-# --- update directions ----------------------------------------------------------------
+# --- signals into the hidden layers -------------------------------------------------------
 
 def _backward_chain(e: Tensor, dfs: list[Tensor], mats: list[Tensor]) -> list[Tensor]:
-    """δa_i = (δa_{i+1} M_{i+1}) ⊙ f'(a_i), from the top hidden layer down."""
-    deltas, d = [], e
+    """δh_i = δa_{i+1} M_{i+1} with δa_{i+1} = δh_{i+1} ⊙ f'(a_{i+1}), from the top down."""
+    signals, d = [], e
     for M, df in zip(reversed(mats), reversed(dfs)):
-        d = torch.bmm(d, M) * df
-        deltas.append(d)
-    return deltas[::-1]
+        signals.append(torch.bmm(d, M))
+        d = signals[-1] * df
+    return signals[::-1]
 
 
 def bp(e, dfs, W, B):
@@ -47,17 +52,17 @@ def fa(e, dfs, W, B):
 
 
 def dfa(e, dfs, W, B):
-    """Eq. (8): every hidden layer gets the output error directly, δa_i = (e B_i) ⊙ f'(a_i)."""
-    return [torch.bmm(e, Bi) * df for Bi, df in zip(B, dfs)]
+    """Eq. (8): every hidden layer gets the output error directly, δh_i = e B_i."""
+    return [torch.bmm(e, Bi) for Bi in B]
 
 
 def ifa(e, dfs, W, B):
-    """Eq. (9): e reaches the first hidden layer only; its direction is propagated forward,
-    δa_i = (δa_{i-1} W_iᵀ) ⊙ f'(a_i) for the layers above."""
-    deltas = [torch.bmm(e, B[0]) * dfs[0]]
-    for Wi, df in zip(W[1:-1], dfs[1:]):
-        deltas.append(torch.bmm(deltas[-1], Wi.transpose(1, 2)) * df)
-    return deltas
+    """Eq. (9): e reaches the first hidden layer only, δh_1 = e B_1; the layers above get the
+    first layer's direction propagated forward, δh_i = δa_{i-1} W_iᵀ."""
+    signals = [torch.bmm(e, B[0])]
+    for Wi, df in zip(W[1:-1], dfs):
+        signals.append(torch.bmm(signals[-1] * df, Wi.transpose(1, 2)))
+    return signals
 
 
 # --- feedback matrices (one seed; uniform ±1/sqrt(n), n = units receiving the feedback) --
@@ -89,7 +94,7 @@ def first_layer_only(W: list[Tensor], classes: int, gen: torch.Generator) -> lis
 
 @dataclass(frozen=True)
 class Rule:
-    deltas: Callable[[Tensor, list[Tensor], list[Tensor], list[Tensor]], list[Tensor]]
+    signals: Callable[[Tensor, list[Tensor], list[Tensor], list[Tensor]], list[Tensor]]
     feedback: Callable[[list[Tensor], int, torch.Generator], list[Tensor]]
     zero_init: bool  # the paper's FA/DFA start from zero weights where the activation allows
 

@@ -123,15 +123,15 @@ def updates(net: MLP, feedback: list[Tensor], rule: Rule, x: Tensor, target: Ten
     for BP this is exactly the gradient of the summed binary cross-entropy."""
     hs, dfs, a_y = net.forward(x, dropout)
     e = torch.sigmoid(a_y) - target
-    deltas = rule.deltas(e, dfs, net.weights, feedback)
+    deltas = [dh * df for dh, df in zip(rule.signals(e, dfs, net.weights, feedback), dfs)]
     return weight_updates(hs, deltas + [e]), a_y
 
 
 def fgsm(net: MLP, x: Tensor, target: Tensor, eps: float) -> Tensor:
     """x + eps * sign(dJ/dx), the input gradient by true back-propagation whatever the rule."""
     hs, dfs, a_y = net.forward(x)
-    d1 = RULES["bp"].deltas(torch.sigmoid(a_y) - target, dfs, net.weights, [])[0]
-    return x + eps * torch.bmm(d1, net.weights[0]).sign()
+    dh1 = RULES["bp"].signals(torch.sigmoid(a_y) - target, dfs, net.weights, [])[0]
+    return x + eps * torch.bmm(dh1 * dfs[0], net.weights[0]).sign()
 
 
 def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: float | Tensor,

@@ -81,7 +81,11 @@ def test_dfa_deltas_are_e_times_b_times_fprime():
     B = feedback("dfa", net)
     hs, _, a_y = net.forward(x)
     e = torch.sigmoid(a_y) - target
-    deltas = RULES["dfa"].deltas(e, [1 - h**2 for h in hs[1:]], net.weights, B)
+    dfs = [1 - h**2 for h in hs[1:]]
+    signals = RULES["dfa"].signals(e, dfs, net.weights, B)
+    for s, Bi in zip(signals, B):  # the feedback replaces the gradient with respect to h_i
+        torch.testing.assert_close(s, torch.einsum("sbc,scn->sbn", e, Bi))
+    deltas = [s * df for s, df in zip(signals, dfs)]
     for i, d in enumerate(deltas):
         expect = torch.einsum("sbc,scn->sbn", e, B[i]) * (1 - torch.tanh(
             torch.einsum("sbd,snd->sbn", hs[i], net.weights[i]) + net.biases[i][:, None]) ** 2)
@@ -101,7 +105,7 @@ def test_ifa_follows_equation_9():
     hs, _, a_y = net.forward(x)
     e = torch.sigmoid(a_y) - target
     dfs = [1 - h**2 for h in hs[1:]]
-    deltas = RULES["ifa"].deltas(e, dfs, net.weights, B)
+    deltas = [s * df for s, df in zip(RULES["ifa"].signals(e, dfs, net.weights, B), dfs)]
     d1 = (e @ B[0]) * dfs[0]
     d2 = torch.einsum("snm,sbm->sbn", net.weights[1], d1) * dfs[1]  # (W_2 δa_1) ⊙ f'(a_2)
     d3 = torch.einsum("snm,sbm->sbn", net.weights[2], d2) * dfs[2]
