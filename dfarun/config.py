@@ -78,6 +78,8 @@ class Config:
     table: Optional[int] = None         # the paper table an experiment grid belongs to
     val: bool = False                   # hold out the last VAL_SIZE training examples
     schedule: str = "constant"          # constant | auto (author's halving schedule)
+    track_alignment: bool = False       # record angles between the rule's updates and BP's
+    align_every: int = 100              # steps between alignment measurements
     seeds: List[int] = field(default_factory=lambda: [0])
     max_epochs: int = 300
     lr: Optional[float] = None
@@ -133,6 +135,7 @@ def validate(cfg: DictConfig) -> None:
         p = cfg.reg[key]
         _check(0 <= p < 1, f"reg.{key}", p, "expected a probability in [0, 1)")
     _check(cfg.reg.eps >= 0, "reg.eps", cfg.reg.eps, "expected a float >= 0")
+    _check(cfg.align_every >= 1, "align_every", cfg.align_every, "expected an int >= 1 (steps)")
     if cfg.val:
         n = cfg.dataset.train_size or 0
         _check(n == 0 or n > VAL_SIZE, "val", True,

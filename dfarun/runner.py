@@ -42,7 +42,8 @@ def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int,
     sizes = layer_sizes(data.features, cfg.model.depth, cfg.model.width, cfg.dataset.classes)
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
                         schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
-                        eps=cfg.reg.eps, compile=cfg.compile)
+                        eps=cfg.reg.eps, compile=cfg.compile,
+                        align_every=cfg.align_every if cfg.track_alignment else 0)
     ckpt = store.checkpoint_path(cfg)
     state = None if cfg.force else _resume(ckpt, seeds, device)
     if state is None:

@@ -44,6 +44,7 @@ class Protocol:
     p_hidden: float = 0.0      # dropout after each hidden layer
     eps: float = 0.0           # fast-gradient-sign step on the inputs (0: off)
     compile: bool = False      # fuse the RMSprop update with torch.compile (see rmsprop_)
+    align_every: int = 0       # steps between alignment measurements (0: off, costs nothing)
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -127,6 +128,31 @@ def updates(net: MLP, feedback: list[Tensor], rule: Rule, x: Tensor, target: Ten
     return weight_updates(hs, deltas + [e]), a_y
 
 
+def alignment(net: MLP, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor
+              ) -> tuple[Tensor, Tensor]:
+    """Angles in degrees, [L, S], between the rule and back-propagation at the same weights:
+    the signal δh_i the rule sends each hidden layer against BP's gradient c_i (Theorem 1:
+    below 90° means δh_i descends), and the weight updates δW_i the two give. Measured on
+    the clean forward pass (no dropout); NaN where either vector is zero (e.g. zero weights)."""
+    hs, dfs, a_y = net.forward(x)
+    e = torch.sigmoid(a_y) - target
+    ours = rule.signals(e, dfs, net.weights, feedback)
+    true = RULES["bp"].signals(e, dfs, net.weights, [])
+    update = lambda dh, df, h: torch.bmm((dh * df).transpose(1, 2), h)
+    signal_angles = torch.stack([_angle(a, b) for a, b in zip(ours, true)])
+    update_angles = torch.stack([_angle(update(a, df, h), update(b, df, h))
+                                 for a, b, df, h in zip(ours, true, dfs, hs)])
+    return signal_angles, update_angles
+
+
+def _angle(a: Tensor, b: Tensor) -> Tensor:
+    """Per seed (leading dim), over everything else."""
+    a, b = a.flatten(1), b.flatten(1)
+    norms = a.norm(dim=1) * b.norm(dim=1)
+    cos = ((a * b).sum(1) / norms).clamp(-1, 1)
+    return torch.where(norms > 0, torch.rad2deg(torch.acos(cos)), torch.nan)
+
+
 def fgsm(net: MLP, x: Tensor, target: Tensor, eps: float) -> Tensor:
     """x + eps * sign(dJ/dx), the input gradient by true back-propagation whatever the rule."""
     hs, dfs, a_y = net.forward(x)
@@ -173,8 +199,10 @@ def bce(a_y: Tensor, target: Tensor) -> Tensor:
 
 # --- epochs --------------------------------------------------------------------------------
 
-def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol) -> tuple[Tensor, Tensor]:
-    """One reshuffled pass; returns per-seed (misclassified count, summed loss) as trained."""
+def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol
+                ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """One reshuffled pass; returns per-seed (misclassified count, summed loss) as trained, and
+    the epoch's mean alignment angles [L, S] (signals, updates) when they are tracked."""
     device = data.x_train.device
     n = data.x_train.shape[0]
     order = torch.stack([torch.randperm(n, generator=g) for g in state.data_order]).to(device)
@@ -187,17 +215,22 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol) -> tup
         dropout = Dropout(protocol.p_input, protocol.p_hidden, state.noise)
     errors = torch.zeros(len(state.seeds), device=device)
     loss = torch.zeros(len(state.seeds), device=device)
-    for start in range(0, n, protocol.batch_size):  # the last batch may be short
+    angles = []
+    for step, start in enumerate(range(0, n, protocol.batch_size)):  # the last batch may be short
         idx = order[:, start:start + protocol.batch_size]
         x, y = data.x_train[idx], data.y_train[idx]
         target = eye[y]
         if protocol.eps:
             x = fgsm(state.net, x, target, protocol.eps)  # train on the perturbed batch only
+        if protocol.align_every and step % protocol.align_every == 0:
+            angles.append(alignment(state.net, state.feedback, rule, x, target))
         grads, a_y = updates(state.net, state.feedback, rule, x, target, dropout)
         rmsprop_(state.net.params, grads, state.sq_avg, lr, protocol.compile)
         errors += (a_y.argmax(-1) != y).sum(-1)
         loss += bce(a_y, target)
-    return errors, loss
+    if not angles:
+        return errors, loss, None
+    return errors, loss, tuple(torch.stack(a).nanmean(0) for a in zip(*angles))
 
 
 def errors_on(net: MLP, x: Tensor, y: Tensor) -> Tensor:
@@ -226,7 +259,7 @@ def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
         state.epoch += 1
         start = time.perf_counter()
         with torch.no_grad():
-            errors, loss = train_epoch(state, data, rule, protocol)
+            errors, loss, angles = train_epoch(state, data, rule, protocol)
             evals = {name: errors_on(state.net, x, y) for name, (x, y) in data.evaluation().items()}
         errors, loss = errors.tolist(), loss.tolist()  # one sync per epoch
         evals = {name: wrong.tolist() for name, wrong in evals.items()}
@@ -240,6 +273,8 @@ def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
                         for name, wrong in evals.items()})
             if protocol.schedule != "constant":
                 row["lr"] = protocol.lr * state.lr_scale[i]
+            if angles is not None:  # per hidden layer, degrees, mean over the epoch's samples
+                row["align_signal"], row["align_update"] = (a[:, i].tolist() for a in angles)
             state.history[i].append(row)
             stop = _step_schedule(state, i, errors[i] / len(data.y_train), loss[i], protocol)
             if stop is None:

@@ -298,7 +298,7 @@ def test_auto_schedule_in_fit_halves_the_next_epochs_rate_and_records_it(monkeyp
         scales_used.append(list(state.lr_scale))
         err = fractions[state.epoch - 1]
         n = len(state.seeds)
-        return torch.full((n,), err * 200), torch.ones(n)
+        return torch.full((n,), err * 200), torch.ones(n), None
 
     monkeypatch.setattr(train, "train_epoch", scripted_epoch)
     state = init_state([0], [12, 16, 3], "tanh", RULES["dfa"], CPU)

@@ -152,3 +152,47 @@ def test_feedback_shapes_and_scales():
 def test_seeds_draw_different_weights_and_feedback():
     state = init_state([0, 1], [20, 8, 3], "tanh", RULES["dfa"], torch.device("cpu"))
     assert not torch.equal(state.feedback[0][0], state.feedback[0][1])
+
+
+# --- alignment with back-propagation (Theorem 1) ----------------------------------------------
+
+def test_alignment_angles_bp_and_fa_with_w_are_zero():
+    from dfarun.train import alignment
+    net = random_net("tanh")
+    x, target = batch()
+    for rule, B in (("bp", []), ("fa", net.weights[1:])):
+        signal, update = alignment(net, B, RULES[rule], x, target)
+        assert signal.shape == update.shape == (3, S)  # hidden layers x seeds
+        torch.testing.assert_close(signal, torch.zeros_like(signal), atol=1e-4, rtol=0)
+        torch.testing.assert_close(update, torch.zeros_like(update), atol=1e-4, rtol=0)
+
+
+def test_alignment_angle_of_dfa_by_hand():
+    from dfarun.train import alignment
+    net = random_net("tanh", depth=1)  # one hidden layer: c_1 = e W_2, DFA's δh_1 = e B_1
+    x, target = batch()
+    B = [torch.rand(S, C, 6) - 0.5]
+    signal, update = alignment(net, B, RULES["dfa"], x, target)
+    hs, dfs, a_y = net.forward(x)
+    e = torch.sigmoid(a_y) - target
+    for s in range(S):
+        ours, true = (e[s] @ B[0][s]).flatten(), (e[s] @ net.weights[1][s]).flatten()
+        cos = ours @ true / (ours.norm() * true.norm())
+        assert signal[0, s].item() == pytest.approx(torch.rad2deg(torch.acos(cos)).item(), abs=1e-6)
+        dw_ours = ((e[s] @ B[0][s]) * dfs[0][s]).T @ hs[0][s]
+        dw_true = ((e[s] @ net.weights[1][s]) * dfs[0][s]).T @ hs[0][s]
+        cos = (dw_ours * dw_true).sum() / (dw_ours.norm() * dw_true.norm())
+        assert update[0, s].item() == pytest.approx(torch.rad2deg(torch.acos(cos)).item(), abs=1e-6)
+    # a feedback matrix pointing against W_2 gives 180 degrees
+    signal, _ = alignment(net, [-net.weights[1]], RULES["dfa"], x, target)
+    torch.testing.assert_close(signal, torch.full_like(signal, 180.0), atol=1e-3, rtol=0)
+
+
+def test_alignment_is_undefined_while_bp_sends_nothing():
+    from dfarun.train import alignment
+    net = random_net("tanh", depth=2)
+    for w in net.weights[1:]:
+        w.zero_()  # zero upper weights: back-propagation carries no signal down
+    x, target = batch()
+    signal, update = alignment(net, feedback("dfa", net), RULES["dfa"], x, target)
+    assert torch.isnan(signal).all() and torch.isnan(update).all()

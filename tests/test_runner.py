@@ -276,3 +276,13 @@ def test_stacked_seed_record_matches_the_seed_trained_alone(make_cfg, method):
     # ... while another seed of the stack is a different run
     assert [h["train_loss"] for h in stacked[0]["history"]] != pytest.approx(
         [h["train_loss"] for h in together["history"]], rel=1e-3)
+
+
+def test_alignment_tracking_lands_in_the_history(make_cfg):
+    [rec] = run(make_cfg("model=3x50_tanh", "method=dfa", "track_alignment=true", "align_every=2"))
+    for row in rec["history"]:
+        assert len(row["align_signal"]) == len(row["align_update"]) == 3  # one angle per hidden layer
+    last = rec["history"][-1]["align_signal"]
+    assert all(0 <= a < 90 for a in last)  # DFA's signal has aligned with back-propagation's
+    [plain] = run(make_cfg("model=3x50_tanh", "method=dfa"))
+    assert "align_signal" not in plain["history"][0]  # off: nothing measured, nothing stored

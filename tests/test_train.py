@@ -50,8 +50,8 @@ def test_stacked_seeds_equal_single_seed(method, toy_data):
     stacked = init_state([3, 5, 7], sizes, "tanh", RULES[method], CPU)
     alone = init_state([5], sizes, "tanh", RULES[method], CPU)
     for _ in range(3):
-        e_stack, l_stack = train_epoch(stacked, data, RULES[method], Protocol(1e-2, 32, 1))
-        e_alone, l_alone = train_epoch(alone, data, RULES[method], Protocol(1e-2, 32, 1))
+        e_stack, l_stack, _ = train_epoch(stacked, data, RULES[method], Protocol(1e-2, 32, 1))
+        e_alone, l_alone, _ = train_epoch(alone, data, RULES[method], Protocol(1e-2, 32, 1))
         assert e_stack[1] == e_alone[0]
         torch.testing.assert_close(l_stack[1], l_alone[0], rtol=1e-4, atol=1e-4)
     for p_stack, p_alone in zip(stacked.net.params, alone.net.params):
