@@ -80,6 +80,9 @@ class Config:
     schedule: str = "constant"          # constant | auto (author's halving schedule)
     track_alignment: bool = False       # record angles between the rule's updates and BP's
     align_every: int = 100              # steps between alignment measurements
+    freeze_first_epochs: int = 0        # the first hidden layer stays at its init this long
+    save_weights: bool = False          # write each seed's final weights beside its record
+    figure: Optional[str] = None        # the paper figure an experiment belongs to
     seeds: List[int] = field(default_factory=lambda: [0])
     max_epochs: int = 300
     lr: Optional[float] = None
@@ -135,6 +138,7 @@ def validate(cfg: DictConfig) -> None:
         p = cfg.reg[key]
         _check(0 <= p < 1, f"reg.{key}", p, "expected a probability in [0, 1)")
     _check(cfg.reg.eps >= 0, "reg.eps", cfg.reg.eps, "expected a float >= 0")
+    _check(cfg.freeze_first_epochs >= 0, "freeze_first_epochs", cfg.freeze_first_epochs, "expected an int >= 0")
     _check(cfg.align_every >= 1, "align_every", cfg.align_every, "expected an int >= 1 (steps)")
     if cfg.val:
         n = cfg.dataset.train_size or 0

@@ -65,6 +65,12 @@ def ifa(e, dfs, W, B):
     return signals
 
 
+def dfa_first(e, dfs, W, B):
+    """Figure 2 (left): back-propagation for every hidden layer but the first, which gets
+    the output error directly, δh_1 = e B_1."""
+    return [torch.bmm(e, B[0])] + bp(e, dfs, W, B)[1:]
+
+
 # --- feedback matrices (one seed; uniform ±1/sqrt(n), n = units receiving the feedback) --
 
 def no_feedback(W: list[Tensor], classes: int, gen: torch.Generator) -> list[Tensor]:
@@ -106,4 +112,5 @@ RULES: dict[str, Rule] = {
     # IFA's upper layers learn only through W_i (eq. 9): zero weights would never move,
     # and the paper reports IFA "starting from a random initialization".
     "ifa": Rule(ifa, first_layer_only, zero_init=False),
+    "dfa_first": Rule(dfa_first, first_layer_only, zero_init=False),
 }

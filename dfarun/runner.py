@@ -43,7 +43,8 @@ def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int,
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
                         schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
                         eps=cfg.reg.eps, compile=cfg.compile,
-                        align_every=cfg.align_every if cfg.track_alignment else 0)
+                        align_every=cfg.align_every if cfg.track_alignment else 0,
+                        freeze_first=cfg.freeze_first_epochs)
     ckpt = store.checkpoint_path(cfg)
     state = None if cfg.force else _resume(ckpt, seeds, device)
     if state is None:
@@ -56,7 +57,10 @@ def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int,
 
     def finish(result: SeedResult) -> None:
         records[result.seed] = rec = _record(context, result, time.time() - started)
-        store.write(store.record_path(cfg, result.seed), rec)
+        path = store.record_path(cfg, result.seed)
+        if cfg.save_weights:  # first, so a record never points at weights that are not there
+            store.save_weights(path.with_suffix(".pt"), result.net)
+        store.write(path, rec)
 
     fit(state, data, rule, protocol, on_final=finish,
         on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict()) if s.seeds else None)

@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +26,8 @@ log = logging.getLogger("dfarun")
 
 FORMAT = 2  # bump when the record layout changes (2: row label, best_val)
 # not part of the experiment: where and how it ran, and how it was grouped
-RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "profile", "table")
+RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "save_weights", "profile",
+                "table", "figure")
 
 
 def experiment(cfg: DictConfig) -> dict:
@@ -70,6 +72,13 @@ def load_checkpoint(path: Path) -> dict | None:
         return None
 
 
+def save_weights(path: Path, net) -> None:
+    """One seed's final network (save_weights=true), for analyses such as Figure 3."""
+    _atomic(path, lambda f: torch.save({"weights": [w[0] for w in net.weights],
+                                        "biases": [b[0] for b in net.biases],
+                                        "activation": net.activation}, f), binary=True)
+
+
 def drop_checkpoint(path: Path) -> None:
     """The job is done: remove its checkpoint (and the folder, once empty)."""
     path.unlink(missing_ok=True)
@@ -77,6 +86,12 @@ def drop_checkpoint(path: Path) -> None:
         tmp.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
+
+
+def records(root: Path) -> Iterator[tuple[Path, dict | None]]:
+    """Every *.json in root with its record (None where it is not a finished record of ours)."""
+    for path in sorted(Path(root).glob("*.json")):
+        yield path, read(path)
 
 
 def read(path: Path) -> dict | None:

@@ -41,9 +41,9 @@ def paper_results() -> pd.DataFrame:
 def load_records(root: Path) -> pd.DataFrame:
     """One row per finished record in `root`; anything else is skipped with one warning line."""
     rows = []
-    for path in sorted(Path(root).glob("*.json")):
+    for path, rec in store.records(root):
         try:
-            rows.append(_row(store.read(path)))
+            rows.append(_row(rec))
         except (KeyError, TypeError, AttributeError):
             print(f"warning: skipping {path}: not a dfarun record of format {store.FORMAT}", file=sys.stderr)
     columns = ["dataset", "row", "method", "key", "seed", "profile", "seeds_asked", "max_epochs",

@@ -45,6 +45,7 @@ class Protocol:
     eps: float = 0.0           # fast-gradient-sign step on the inputs (0: off)
     compile: bool = False      # fuse the RMSprop update with torch.compile (see rmsprop_)
     align_every: int = 0       # steps between alignment measurements (0: off, costs nothing)
+    freeze_first: int = 0      # epochs during which the first hidden layer is not updated
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -213,6 +214,9 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol
     dropout = None
     if protocol.p_input or protocol.p_hidden:
         dropout = Dropout(protocol.p_input, protocol.p_hidden, state.noise)
+    # Figure 2 (left): W_1 and b_1 stay as they are during the first `freeze_first` epochs
+    frozen = {0, len(state.net.weights)} if 0 < state.epoch <= protocol.freeze_first else set()
+    params, sq_avg = ([t for k, t in enumerate(ts) if k not in frozen] for ts in (state.net.params, state.sq_avg))
     errors = torch.zeros(len(state.seeds), device=device)
     loss = torch.zeros(len(state.seeds), device=device)
     angles = []
@@ -225,7 +229,8 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol
         if protocol.align_every and step % protocol.align_every == 0:
             angles.append(alignment(state.net, state.feedback, rule, x, target))
         grads, a_y = updates(state.net, state.feedback, rule, x, target, dropout)
-        rmsprop_(state.net.params, grads, state.sq_avg, lr, protocol.compile)
+        grads = [g for k, g in enumerate(grads) if k not in frozen]
+        rmsprop_(params, grads, sq_avg, lr, protocol.compile)
         errors += (a_y.argmax(-1) != y).sum(-1)
         loss += bce(a_y, target)
     if not angles:
@@ -247,6 +252,7 @@ class SeedResult:
     seed: int
     stop: str                      # converged | max_epochs | diverged | schedule_end
     history: list[dict] = field(default_factory=list)
+    net: MLP | None = None         # this seed's final weights, [1, ...] each
 
 
 def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
@@ -280,7 +286,8 @@ def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
             if stop is None:
                 keep.append(i)
             else:
-                results.append(SeedResult(seed, stop, state.history[i]))
+                idx = torch.tensor([i], device=state.net.weights[0].device)
+                results.append(SeedResult(seed, stop, state.history[i], state.net.select(idx)))
                 on_final(results[-1])
         log.info(_epoch_line(state.epoch, protocol.max_epochs, [h[-1] for h in state.history], seconds))
         if len(keep) < len(state.seeds):

@@ -1,0 +1,217 @@
+"""`dfarun-figures`: the paper's figures, and the IFA and 100-layer results, from run records.
+
+    dfarun-figures --store runs --out results/figures [--data-dir DIR]
+
+Each figure whose records exist is written as PNG plus the CSV of the numbers behind it;
+for the others it says which experiment to run. Every figure states the seeds and epoch
+budget that produced it, since a laptop run is usually shorter than the paper's.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from . import store  # noqa: E402
+
+NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "ifa": "IFA", "dfa_first": "DFA (first layer)"}
+COLORS = {"bp": "tab:blue", "fa": "tab:orange", "dfa": "tab:green", "dfa_first": "tab:green", "ifa": "tab:red"}
+
+
+# --- selecting records -------------------------------------------------------------------------
+
+def select(records: list[dict], model: str, methods: tuple[str, ...], frozen: bool = False) -> dict[str, list[dict]]:
+    """MNIST records of `model` without regulariser, by method; where several experiments
+    qualify, the one with the largest epoch budget, then the most seeds."""
+    by_method = {}
+    for method in methods:
+        keys: dict[str, list[dict]] = {}
+        for rec in records:
+            c = rec["config"]
+            if (c["dataset"]["name"], c["model"]["name"], c["method"]["name"], c["reg"]["name"]) == \
+                    ("mnist", model, method, "none") and (c.get("freeze_first_epochs", 0) > 0) == frozen:
+                keys.setdefault(rec["key"], []).append(rec)
+        if keys:
+            best = max(keys.values(), key=lambda rs: (rs[0]["config"]["max_epochs"], len(rs)))
+            by_method[method] = sorted(best, key=lambda r: r["seed"])
+    return by_method
+
+
+def curves(by_method: dict[str, list[dict]]) -> pd.DataFrame:
+    """Per method and epoch: mean, min and max over seeds of the training and test error."""
+    rows = [{"method": m, "seed": r["seed"], "epoch": h["epoch"], "train_error": h["train_error"],
+             "test_error": h["test_error"]} for m, rs in by_method.items() for r in rs for h in r["history"]]
+    long = pd.DataFrame(rows)
+    return long.groupby(["method", "epoch"]).agg(
+        seeds=("seed", "size"), train_mean=("train_error", "mean"), train_min=("train_error", "min"),
+        train_max=("train_error", "max"), test_mean=("test_error", "mean"), test_min=("test_error", "min"),
+        test_max=("test_error", "max")).reset_index()
+
+
+def budget(by_method: dict[str, list[dict]]) -> str:
+    recs = [r for rs in by_method.values() for r in rs]
+    seeds = sorted({len(rs) for rs in by_method.values()})
+    epochs = max(r["config"]["max_epochs"] for r in recs)
+    return f"{'/'.join(map(str, seeds))} seeds, at most {epochs} epochs"
+
+
+def _plot_curves(ax, table: pd.DataFrame, label: Callable[[str], str]) -> None:
+    for method, g in table.groupby("method", sort=False):
+        for kind, style in (("train", "--"), ("test", "-")):
+            ax.plot(g.epoch, g[f"{kind}_mean"], style, color=COLORS.get(method), label=f"{label(method)} {kind}")
+            ax.fill_between(g.epoch, g[f"{kind}_min"], g[f"{kind}_max"], color=COLORS.get(method), alpha=0.15)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, table: pd.DataFrame, out: Path, name: str) -> list[Path]:
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=120)
+    plt.close(fig)
+    table.to_csv(out / f"{name}.csv", index=False)
+    return [out / f"{name}.png", out / f"{name}.csv"]
+
+
+# --- the figures -----------------------------------------------------------------------------------
+
+def fig2_right(records: list[dict], out: Path, data_dir: str | None) -> list[Path] | None:
+    by_method = select(records, "2x800_tanh", ("bp", "fa", "dfa"))
+    if not by_method:
+        return None
+    table = curves(by_method)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    _plot_curves(ax, table, NAMES.get)
+    ax.set_title(f"Figure 2 (right): 2x800 tanh, MNIST ({budget(by_method)})\nmean and range over seeds",
+                 fontsize=10)
+    return _save(fig, table, out, "fig2_right")
+
+
+def fig2_left(records: list[dict], out: Path, data_dir: str | None) -> list[Path] | None:
+    by_method = select(records, "3x50_tanh", ("bp", "dfa_first"), frozen=True)
+    if not by_method:
+        return None
+    table = curves(by_method)
+    frozen = next(iter(by_method.values()))[0]["config"]["freeze_first_epochs"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    _plot_curves(ax, table, lambda m: f"unfrozen, {NAMES[m]}")
+    ax.axvline(frozen + 0.5, color="grey", lw=1)
+    ax.text(frozen + 0.5, ax.get_ylim()[1], " first layer unfrozen", va="top", fontsize=8, color="grey")
+    ax.set_title(f"Figure 2 (left): 3x50 tanh, MNIST, first layer frozen {frozen} epochs\n"
+                 f"({budget(by_method)}; mean and range over seeds)", fontsize=10)
+    return _save(fig, table, out, "fig2_left")
+
+
+def fig3(records: list[dict], out: Path, data_dir: str | None, points: int = 2000) -> list[Path] | None:
+    from sklearn.manifold import TSNE
+
+    from .data import load
+    from .nets import MLP
+
+    by_method = select(records, "3x400_tanh", ("bp", "dfa"))
+    weights = {m: rs[0] for m, rs in by_method.items()
+               if rs[0]["path"].with_suffix(".pt").exists()}
+    if len(weights) < 2 or data_dir is None:
+        return None
+    data = load(next(iter(weights.values()))["config"]["dataset"], data_dir, torch.device("cpu"))
+    x, y = data.x_test[:points], data.y_test[:points].numpy()
+    rows, fig = [], plt.figure(figsize=(14, 7))
+    for r, (method, rec) in enumerate(weights.items()):
+        saved = torch.load(rec["path"].with_suffix(".pt"), weights_only=True)
+        net = MLP([w[None] for w in saved["weights"]], [b[None] for b in saved["biases"]], saved["activation"])
+        hs = net.forward(x).hs
+        for k, h in enumerate(hs):
+            xy = TSNE(n_components=2, init="pca", random_state=0).fit_transform(h[0].numpy())
+            ax = fig.add_subplot(2, len(hs), r * len(hs) + k + 1)
+            ax.scatter(xy[:, 0], xy[:, 1], c=y, cmap="tab10", s=2)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{NAMES[method]}: {'input' if k == 0 else f'hidden layer {k}'}", fontsize=10)
+            rows += [{"method": method, "layer": k, "x": a, "y": b, "label": int(c)} for (a, b), c in zip(xy, y)]
+    fig.suptitle(f"Figure 3: t-SNE of {points} MNIST test images and 3x400 tanh features "
+                 f"(seed {rec['seed']}, {budget(by_method)}); colours are classes")
+    return _save(fig, pd.DataFrame(rows), out, "fig3")
+
+
+def results_table(name: str, model: str, methods: tuple[str, ...], paper: dict[str, str]):
+    """A small table of final errors beside the paper's numbers (IFA, 100 layers)."""
+    def render(records: list[dict], out: Path, data_dir: str | None) -> list[Path] | None:
+        by_method = select(records, model, methods)
+        if not by_method:
+            return None
+        rows = []
+        for method, rs in by_method.items():
+            ok = pd.DataFrame([r for r in rs if r["stop"] != "diverged"], columns=["test_error", "train_error"])
+            rows.append({"model": model, "method": NAMES[method], "seeds": len(rs),
+                         "epochs (max)": max(r["epochs"] for r in rs),
+                         "test error %": f"{ok.test_error.mean():.2f} ± {ok.test_error.std(ddof=1) if len(ok) > 1 else 0:.2f}",
+                         "train error %": f"{ok.train_error.mean():.2f}", "paper": paper.get(method, "")})
+        table = pd.DataFrame(rows)
+        text = f"### {name} ({budget(by_method)})\n\n" + tabulate(table, headers="keys", tablefmt="github",
+                                                                   showindex=False) + "\n"
+        (out / f"{name}.md").write_text(text)
+        table.to_csv(out / f"{name}.csv", index=False)
+        return [out / f"{name}.md", out / f"{name}.csv"]
+    return render
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    render: Callable[[list[dict], Path, str | None], list[Path] | None]
+    how: str  # what to run when its records are missing
+
+
+FIGURES = [
+    Figure("fig2_right", fig2_right, "dfarun -m experiment=fig2_right"),
+    Figure("fig2_left", fig2_left, "dfarun -m experiment=fig2_frozen"),
+    Figure("fig3", fig3, "dfarun -m experiment=fig3, then dfarun-figures --data-dir <MNIST data_dir>"),
+    Figure("ifa", results_table("ifa", "4x100_tanh", ("ifa",), {"ifa": "3.9% (train 0%)"}),
+           "dfarun experiment=ifa"),
+    Figure("deep", results_table("deep", "100x240_tanh", ("bp", "fa", "dfa"),
+                                 {"bp": "no convergence", "fa": "no convergence", "dfa": "3.92 ± 0.09% (train 0.12%)"}),
+           "dfarun -m experiment=deep"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="dfarun-figures", description=__doc__.splitlines()[0])
+    p.add_argument("--store", default="runs", help="directory of run records (default: runs)")
+    p.add_argument("--out", default="results/figures", help="where PNG/CSV/MD go (default: results/figures)")
+    p.add_argument("--data-dir", default=None, help="MNIST data_dir, needed to embed test images (Figure 3)")
+    args = p.parse_args(argv)
+    if not Path(args.store).is_dir():
+        print(f"dfarun-figures: error: --store={args.store!r}: no such directory", file=sys.stderr)
+        return 2
+    records = [{**rec, "path": path} for path, rec in store.records(Path(args.store)) if rec is not None]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for figure in FIGURES:
+        written = figure.render(records, out, args.data_dir)
+        if written:
+            print(f"{figure.name}: " + ", ".join(str(w) for w in written))
+        else:
+            missing.append(figure)
+    for figure in missing:
+        print(f"{figure.name}: missing records; run: {figure.how}")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(main())

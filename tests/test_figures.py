@@ -1,0 +1,81 @@
+"""Figures from hand-made records, the frozen-layer experiment, and saved weights."""
+from __future__ import annotations
+
+import torch
+
+from dfarun import figures, store
+from dfarun.rules import RULES
+from dfarun.runner import run
+from dfarun.train import Protocol, fit, init_state
+
+
+def record(model, method, seed, epochs=4, freeze=0, key=None, stop="max_epochs"):
+    history = [{"epoch": k, "train_error": 50.0 / k + seed, "test_error": 40.0 / k + seed,
+                "train_loss": 1.0 / k, "seconds": 1.0} for k in range(1, epochs + 1)]
+    return {"format": store.FORMAT, "key": key or f"{model}-{method}-{freeze}", "row": model, "seed": seed,
+            "stop": stop, "epochs": epochs, "train_error": history[-1]["train_error"],
+            "test_error": history[-1]["test_error"], "history": history,
+            "config": {"dataset": {"name": "mnist"}, "model": {"name": model}, "method": {"name": method},
+                       "reg": {"name": "none"}, "seeds": [0, 1], "max_epochs": epochs,
+                       "freeze_first_epochs": freeze}}
+
+
+def test_figures_render_from_records_and_name_what_is_missing(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        for method in ("bp", "fa", "dfa"):
+            store.write(runs / f"a_{method}_{seed}.json", record("2x800_tanh", method, seed))
+        for method in ("bp", "dfa_first"):
+            store.write(runs / f"b_{method}_{seed}.json", record("3x50_tanh", method, seed, epochs=6, freeze=3))
+        store.write(runs / f"c_{seed}.json", record("4x100_tanh", "ifa", seed))
+    store.write(runs / "short.json", record("2x800_tanh", "dfa", 0, epochs=2, key="shorter-budget"))
+    out = tmp_path / "figs"
+    assert figures.main(["--store", str(runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("fig2_right.png", "fig2_right.csv", "fig2_left.png", "fig2_left.csv", "ifa.md", "ifa.csv"):
+        assert (out / name).stat().st_size > 0
+    assert "fig3: missing records; run: dfarun -m experiment=fig3" in printed
+    assert "deep: missing records; run: dfarun -m experiment=deep" in printed
+    curves = __import__("pandas").read_csv(out / "fig2_right.csv")
+    dfa = curves[curves.method == "dfa"]
+    assert list(dfa.epoch) == [1, 2, 3, 4] and list(dfa.seeds) == [2] * 4  # the 4-epoch experiment
+    assert dfa.train_mean.iloc[0] == 50.5 and dfa.train_min.iloc[0] == 50 and dfa.train_max.iloc[0] == 51
+    ifa = (out / "ifa.md").read_text()
+    assert "3.9% (train 0%)" in ifa and "10.50 ± 0.71" in ifa  # 40/4 + seed over seeds 0, 1
+
+
+def test_frozen_first_layer_does_not_move_then_learns(toy_data):
+    state = init_state([0, 1], [12, 8, 8, 3], "tanh", RULES["dfa_first"], torch.device("cpu"))
+    before = [p.clone() for p in state.net.params]
+    seen = []
+    fit(state, toy_data, RULES["dfa_first"], Protocol(1e-2, 32, 4, freeze_first=2),
+        on_epoch=lambda s: seen.append([p.clone() for p in s.net.params]))
+    first = (0, len(state.net.weights))  # W_1 and b_1 in params order
+    for epoch, params in enumerate(seen, start=1):
+        for k in first:
+            assert torch.equal(params[k], before[k]) == (epoch <= 2), (epoch, k)
+        assert not torch.equal(params[1], before[1])  # the layers above learn all along
+
+
+def test_dfa_first_is_bp_above_and_direct_feedback_below():
+    torch.manual_seed(0)
+    sizes = [10, 6, 6, 6, 3]
+    state = init_state([0], sizes, "tanh", RULES["dfa_first"], torch.device("cpu"))
+    W, B = state.net.weights, state.feedback
+    e = torch.randn(1, 5, 3)
+    dfs = [torch.rand(1, 5, 6) for _ in range(3)]
+    ours, bp = RULES["dfa_first"].signals(e, dfs, W, B), RULES["bp"].signals(e, dfs, W, [])
+    torch.testing.assert_close(ours[0], e @ B[0])
+    for a, b in zip(ours[1:], bp[1:]):
+        torch.testing.assert_close(a, b)
+
+
+def test_save_weights_writes_each_seeds_final_network(make_cfg):
+    cfg = make_cfg("model=3x50_tanh", "method=dfa", "seeds=[0,1]", "save_weights=true")
+    records = run(cfg)
+    for rec in records:
+        saved = torch.load(store.record_path(cfg, rec["seed"]).with_suffix(".pt"), weights_only=True)
+        assert [tuple(w.shape) for w in saved["weights"]] == [(50, 16), (50, 50), (50, 50), (10, 50)]
+        assert saved["activation"] == "tanh"
+    a, b = (torch.load(store.record_path(cfg, s).with_suffix(".pt"), weights_only=True) for s in (0, 1))
+    assert not torch.equal(a["weights"][0], b["weights"][0])
