@@ -191,14 +191,16 @@ FIGURES = [
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dfarun-figures", description=__doc__.splitlines()[0])
-    p.add_argument("--store", default="runs", help="directory of run records (default: runs)")
+    p.add_argument("--store", nargs="+", default=["runs"], help="directories of run records (default: runs)")
     p.add_argument("--out", default="results/figures", help="where PNG/CSV/MD go (default: results/figures)")
     p.add_argument("--data-dir", default=None, help="MNIST data_dir, needed to embed test images (Figure 3)")
     args = p.parse_args(argv)
-    if not Path(args.store).is_dir():
-        print(f"dfarun-figures: error: --store={args.store!r}: no such directory", file=sys.stderr)
-        return 2
-    records = [{**rec, "path": path} for path, rec in store.records(Path(args.store)) if rec is not None]
+    for root in args.store:
+        if not Path(root).is_dir():
+            print(f"dfarun-figures: error: --store={root!r}: no such directory", file=sys.stderr)
+            return 2
+    records = [{**rec, "path": path} for root in args.store
+               for path, rec in store.records(Path(root)) if rec is not None]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     missing = []
