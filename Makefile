@@ -7,13 +7,17 @@ BIN := $(VENV)/bin
 # project machines' disk; elsewhere they come from PyPI)
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
+DATA_DIR ?=   # where the data sets live (torchvision layout); empty: dfarun's default
+DATA := $(if $(strip $(DATA_DIR)),data_dir=$(strip $(DATA_DIR)))
 
 STORE ?= runs
-.PHONY: help install test run bench tables clean table1 table2 table3 quick-table1 quick-table2 quick-table3
+EXPERIMENTS := fig2-right fig2-frozen fig3 ifa deep
+.PHONY: help install test run bench tables figures clean table1 table2 table3 quick-table1 quick-table2 \
+        quick-table3 $(EXPERIMENTS)
 
 help:  ## list the targets
-	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  extra dfarun overrides: make run ARGS='max_epochs=5 data_dir=../shared/data/mnist'"
+	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  data and extra overrides: make run DATA_DIR=../shared/data/mnist ARGS='max_epochs=5'"
 
 install: $(BIN)/.installed  ## create .venv and install dfarun (editable) with its test extras
 
@@ -28,21 +32,27 @@ test: install  ## run the test suite (synthetic data, CPU, a few minutes)
 	$(BIN)/pytest -q
 
 run: install  ## train 2x800 tanh with DFA on MNIST (the default experiment)
-	$(BIN)/dfarun method=dfa model=2x800_tanh $(ARGS)
+	$(BIN)/dfarun method=dfa model=2x800_tanh $(DATA) $(ARGS)
 
 bench: install  ## seconds per MNIST-sized epoch next to the FLOP bound
 	$(BIN)/python -m dfarun.bench $(ARGS)
 
 table%: install  ## table1|table2|table3: sweep a paper table's grid (paper profile), then render it
-	$(BIN)/dfarun -m experiment=table$* store=$(STORE) $(ARGS)
+	$(BIN)/dfarun -m experiment=table$* store=$(STORE) $(DATA) $(ARGS)
 	$(BIN)/dfarun-tables --store $(STORE) --out results --tables $* --compare
 
 quick-table%: install  ## quick-table1|2|3: the same grid, quick profile (3 seeds, <= 20 epochs)
-	$(BIN)/dfarun -m experiment=table$* profile=quick store=$(STORE) $(ARGS)
+	$(BIN)/dfarun -m experiment=table$* profile=quick store=$(STORE) $(DATA) $(ARGS)
 	$(BIN)/dfarun-tables --store $(STORE) --out results --tables $* --compare
 
 tables: install  ## render every table from the records in $(STORE) into results/
 	$(BIN)/dfarun-tables --store $(STORE) --out results --compare
+
+fig2-right fig2-frozen fig3 ifa deep: install  ## run one figure's experiment (then: make figures)
+	$(BIN)/dfarun -m experiment=$(subst -,_,$@) store=$(STORE) $(DATA) $(ARGS)
+
+figures: install  ## render every figure whose records exist into results/figures/
+	$(BIN)/dfarun-figures --store $(STORE) --out results/figures $(if $(DATA),--data-dir $(DATA_DIR))
 
 clean:  ## remove the virtual environment and caches (not runs/ or results/)
 	rm -rf $(VENV) *.egg-info .pytest_cache
