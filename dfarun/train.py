@@ -266,17 +266,16 @@ def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
         start = time.perf_counter()
         with torch.no_grad():
             errors, loss, angles = train_epoch(state, data, rule, protocol)
-            evals = {name: errors_on(state.net, x, y) for name, (x, y) in data.evaluation().items()}
+            evals = {name: (errors_on(state.net, x, y), len(y)) for name, (x, y) in data.evaluation().items()}
         errors, loss = errors.tolist(), loss.tolist()  # one sync per epoch
-        evals = {name: wrong.tolist() for name, wrong in evals.items()}
+        evals = {name: (wrong.tolist(), n) for name, (wrong, n) in evals.items()}
         seconds = time.perf_counter() - start
 
         keep = []
         for i, seed in enumerate(state.seeds):
             row = {"epoch": state.epoch, "train_error": 100 * errors[i] / len(data.y_train),
                    "train_loss": loss[i] / len(data.y_train), "seconds": seconds}
-            row.update({f"{name}_error": 100 * wrong[i] / len(data.evaluation()[name][1])
-                        for name, wrong in evals.items()})
+            row.update({f"{name}_error": 100 * wrong[i] / n for name, (wrong, n) in evals.items()})
             if protocol.schedule != "constant":
                 row["lr"] = protocol.lr * state.lr_scale[i]
             if angles is not None:  # per hidden layer, degrees, mean over the epoch's samples
