@@ -10,6 +10,7 @@ here, never in tests.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from dataclasses import replace
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eager", action="store_true", help="time the eager optimizer (compile=false)")
     p.add_argument("--gemm-seconds", type=float, default=2.0, help="time spent measuring GEMM throughput")
     args = p.parse_args(argv)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     gflops = {"peak": matmul_gflops(2048, 2048, 2048, device, args.gemm_seconds),
