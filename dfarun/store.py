@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import effective_lr
+from .config import Config, effective_lr
 
 log = logging.getLogger("dfarun")
 
@@ -39,8 +39,26 @@ def experiment(cfg: DictConfig) -> dict:
 
 
 def experiment_key(cfg: DictConfig) -> str:
-    blob = json.dumps(experiment(cfg), sort_keys=True)
+    """Hash of the experiment's settings that differ from the schema's defaults, so that a
+    new setting whose default keeps the old behaviour leaves existing records findable.
+    (Changing a default's value therefore changes what old records mean: bump FORMAT.)"""
+    defaults = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
+    blob = json.dumps(_differences(experiment(cfg), defaults), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def _differences(values: dict, defaults: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key, _ABSENT)
+        if isinstance(value, dict) and isinstance(default, dict):
+            out[key] = _differences(value, default)
+        elif value != default:
+            out[key] = value
+    return out
+
+
+_ABSENT = object()
 
 
 def record_path(cfg: DictConfig, seed: int) -> Path:

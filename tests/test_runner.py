@@ -286,3 +286,17 @@ def test_alignment_tracking_lands_in_the_history(make_cfg):
     assert all(0 <= a < 90 for a in last)  # DFA's signal has aligned with back-propagation's
     [plain] = run(make_cfg("model=3x50_tanh", "method=dfa"))
     assert "align_signal" not in plain["history"][0]  # off: nothing measured, nothing stored
+
+
+def test_the_key_ignores_settings_at_their_default(make_cfg):
+    """A setting added later with a default that keeps old behaviour must not orphan old records."""
+    from omegaconf import open_dict
+    base = make_cfg("model=3x50_tanh")
+    explicit = make_cfg("model=3x50_tanh", "schedule=constant", "align_every=100", "reg=none", "val=false")
+    assert store.experiment_key(base) == store.experiment_key(explicit)
+    older = base.copy()
+    with open_dict(older):
+        del older["freeze_first_epochs"], older["track_alignment"]  # as a record from before they existed
+    assert store.experiment_key(older) == store.experiment_key(base)
+    assert store.experiment_key(make_cfg("model=3x50_tanh", "val=true")) != store.experiment_key(base)
+    assert store.experiment_key(make_cfg("model=3x50_tanh", "reg=dropout")) != store.experiment_key(base)
