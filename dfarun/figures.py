@@ -63,7 +63,7 @@ def budget(by_method: dict[str, list[dict]]) -> str:
     recs = [r for rs in by_method.values() for r in rs]
     seeds = sorted({len(rs) for rs in by_method.values()})
     epochs = max(r["config"]["max_epochs"] for r in recs)
-    return f"{'/'.join(map(str, seeds))} seeds, at most {epochs} epochs"
+    return f"{'/'.join(map(str, seeds))} seeds, at most {epochs} epoch{'s' * (epochs != 1)}"
 
 
 def _plot_curves(ax, table: pd.DataFrame, label: Callable[[str], str]) -> None:

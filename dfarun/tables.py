@@ -153,7 +153,7 @@ def _provenance(cells: pd.DataFrame) -> list[str]:
     for (profile, epochs), g in cells.groupby(["profile", "max_epochs"]):
         seeds = sorted(set(g.seeds_asked))
         rows = sorted(set(g.row))
-        notes.append(f"Profile {profile}: {'/'.join(map(str, seeds))} seeds, at most {epochs} epochs "
+        notes.append(f"Profile {profile}: {'/'.join(map(str, seeds))} seeds, at most {epochs} epoch{'s' * (epochs != 1)} "
                      f"({len(g)} cells: {', '.join(rows)}).")
     diverged = cells[cells.diverged > 0]
     for c in diverged.itertuples():
