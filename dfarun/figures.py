@@ -157,10 +157,12 @@ def results_table(name: str, model: str, methods: tuple[str, ...], paper: dict[s
         rows = []
         for method, rs in by_method.items():
             ok = pd.DataFrame([r for r in rs if r["stop"] != "diverged"], columns=["test_error", "train_error"])
+            spread = ok.test_error.std(ddof=1) if len(ok) > 1 else 0.0
             rows.append({"model": model, "method": NAMES[method], "seeds": len(rs),
                          "epochs (max)": max(r["epochs"] for r in rs),
-                         "test error %": f"{ok.test_error.mean():.2f} ± {ok.test_error.std(ddof=1) if len(ok) > 1 else 0:.2f}",
-                         "train error %": f"{ok.train_error.mean():.2f}", "paper": paper.get(method, "")})
+                         "test error %": f"{ok.test_error.mean():.2f} ± {spread:.2f}" if len(ok) else "diverged",
+                         "train error %": f"{ok.train_error.mean():.2f}" if len(ok) else "—",
+                         "paper": paper.get(method, "")})
         table = pd.DataFrame(rows)
         text = f"### {name} ({budget(by_method)})\n\n" + tabulate(table, headers="keys", tablefmt="github",
                                                                    showindex=False) + "\n"

@@ -1,6 +1,7 @@
 """Figures from hand-made records, the frozen-layer experiment, and saved weights."""
 from __future__ import annotations
 
+import pandas as pd
 import torch
 
 from dfarun import figures, store
@@ -36,7 +37,7 @@ def test_figures_render_from_records_and_name_what_is_missing(tmp_path, capsys):
         assert (out / name).stat().st_size > 0
     assert "fig3: missing records; run: dfarun -m experiment=fig3" in printed
     assert "deep: missing records; run: dfarun -m experiment=deep" in printed
-    curves = __import__("pandas").read_csv(out / "fig2_right.csv")
+    curves = pd.read_csv(out / "fig2_right.csv")
     dfa = curves[curves.method == "dfa"]
     assert list(dfa.epoch) == [1, 2, 3, 4] and list(dfa.seeds) == [2] * 4  # the 4-epoch experiment
     assert dfa.train_mean.iloc[0] == 50.5 and dfa.train_min.iloc[0] == 50 and dfa.train_max.iloc[0] == 51
