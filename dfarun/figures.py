@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from . import store  # noqa: E402
@@ -67,13 +68,15 @@ def budget(by_method: dict[str, list[dict]]) -> str:
 
 
 def _plot_curves(ax, table: pd.DataFrame, label: Callable[[str], str]) -> None:
-    for method, g in table.groupby("method", sort=False):
+    for method in sorted(set(table.method), key=list(NAMES).index):  # BP, FA, DFA, ... as in the paper
+        g = table[table.method == method]
         for kind, style in (("train", "--"), ("test", "-")):
             ax.plot(g.epoch, g[f"{kind}_mean"], style, color=COLORS.get(method), label=f"{label(method)} {kind}")
             ax.fill_between(g.epoch, g[f"{kind}_min"], g[f"{kind}_max"], color=COLORS.get(method), alpha=0.15)
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ticker.ScalarFormatter())
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, 50 %
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
@@ -129,13 +132,14 @@ def fig3(records: list[dict], out: Path, data_dir: str | None, points: int = 200
                if rs[0]["path"].with_suffix(".pt").exists()}
     if len(weights) < 2 or data_dir is None:
         return None
-    data = load(next(iter(weights.values()))["config"]["dataset"], data_dir, torch.device("cpu"))
+    dataset = OmegaConf.create(next(iter(weights.values()))["config"]["dataset"])
+    data = load(dataset, data_dir, torch.device("cpu"))
     x, y = data.x_test[:points], data.y_test[:points].numpy()
     rows, fig = [], plt.figure(figsize=(14, 7))
     for r, (method, rec) in enumerate(weights.items()):
         saved = torch.load(rec["path"].with_suffix(".pt"), weights_only=True)
         net = MLP([w[None] for w in saved["weights"]], [b[None] for b in saved["biases"]], saved["activation"])
-        hs = net.forward(x).hs
+        hs = net.forward(x[None]).hs  # [1, N, n] each: one seed
         for k, h in enumerate(hs):
             xy = TSNE(n_components=2, init="pca", random_state=0).fit_transform(h[0].numpy())
             ax = fig.add_subplot(2, len(hs), r * len(hs) + k + 1)
@@ -196,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", nargs="+", default=["runs"], help="directories of run records (default: runs)")
     p.add_argument("--out", default="results/figures", help="where PNG/CSV/MD go (default: results/figures)")
     p.add_argument("--data-dir", default=None, help="MNIST data_dir, needed to embed test images (Figure 3)")
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(f.name for f in FIGURES)}")
     args = p.parse_args(argv)
+    wanted = [f for f in FIGURES if args.only is None or f.name in args.only.split(",")]
     for root in args.store:
         if not Path(root).is_dir():
             print(f"dfarun-figures: error: --store={root!r}: no such directory", file=sys.stderr)
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     missing = []
-    for figure in FIGURES:
+    for figure in wanted:
         written = figure.render(records, out, args.data_dir)
         if written:
             print(f"{figure.name}: " + ", ".join(str(w) for w in written))

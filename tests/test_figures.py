@@ -80,3 +80,30 @@ def test_save_weights_writes_each_seeds_final_network(make_cfg):
         assert saved["activation"] == "tanh"
     a, b = (torch.load(store.record_path(cfg, s).with_suffix(".pt"), weights_only=True) for s in (0, 1))
     assert not torch.equal(a["weights"][0], b["weights"][0])
+
+
+def test_fig3_embeds_each_layer_of_saved_networks(tmp_path, capsys):
+    import numpy as np
+    from test_data import write_mnist  # IDX writers shared with the data tests
+
+    from dfarun.nets import MLP, layer_sizes, sample_layers
+
+    rng = np.random.default_rng(0)
+    write_mnist(tmp_path / "data", rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), rng.integers(0, 10, 40),
+                rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), rng.integers(0, 10, 60))
+    runs = tmp_path / "runs"
+    for method in ("bp", "dfa"):
+        rec = record("3x400_tanh", method, 0)
+        rec["config"]["dataset"].update(classes=10, lr=1e-4, train_size=None)
+        store.write(runs / f"{method}.json", rec)
+        W, b = sample_layers(layer_sizes(784, 3, 400, 10), torch.Generator().manual_seed(1))
+        store.save_weights(runs / f"{method}.pt", MLP([w[None] for w in W], [x[None] for x in b], "tanh"))
+    out = tmp_path / "figs"
+    assert figures.main(["--store", str(runs), "--out", str(out), "--only", "fig3"]) == 0  # no data dir
+    assert "fig3: missing records" in capsys.readouterr().out
+    assert figures.main(["--store", str(runs), "--out", str(out), "--only", "fig3",
+                         "--data-dir", str(tmp_path / "data")]) == 0
+    points = pd.read_csv(out / "fig3.csv")
+    assert (out / "fig3.png").stat().st_size > 0
+    assert sorted(set(zip(points.method, points.layer))) == [(m, k) for m in ("bp", "dfa") for k in range(4)]
+    assert len(points) == 2 * 4 * 60  # every test image, in the input and each hidden layer
