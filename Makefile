@@ -11,7 +11,7 @@ DATA_DIR ?=   # where the data sets live (torchvision layout); empty: dfarun's d
 DATA := $(if $(strip $(DATA_DIR)),data_dir=$(strip $(DATA_DIR)))
 
 STORE ?= runs
-EXPERIMENTS := fig2-right fig2-frozen fig3 ifa deep
+EXPERIMENTS := fig2-right fig2-frozen fig3 ifa-4x100 deep
 .PHONY: help install test run bench tables figures clean table1 table2 table3 quick-table1 quick-table2 \
         quick-table3 $(EXPERIMENTS)
 
@@ -48,7 +48,7 @@ quick-table%: install  ## quick-table1|2|3: the same grid, quick profile (3 seed
 tables: install  ## render every table from the records in $(STORE) into results/
 	$(BIN)/dfarun-tables --store $(STORE) --out results --compare
 
-fig2-right fig2-frozen fig3 ifa deep: install  ## run one figure's experiment (then: make figures)
+fig2-right fig2-frozen fig3 ifa-4x100 deep: install  ## run one figure's experiment (then: make figures)
 	$(BIN)/dfarun -m experiment=$(subst -,_,$@) store=$(STORE) $(DATA) $(ARGS)
 
 figures: install  ## render every figure whose records exist into results/figures/

@@ -188,7 +188,7 @@ FIGURES = [
     Figure("fig2_left", fig2_left, "dfarun -m experiment=fig2_frozen"),
     Figure("fig3", fig3, "dfarun -m experiment=fig3, then dfarun-figures --data-dir <MNIST data_dir>"),
     Figure("ifa", results_table("ifa", "4x100_tanh", ("ifa",), {"ifa": "3.9% (train 0%)"}),
-           "dfarun experiment=ifa"),
+           "dfarun experiment=ifa_4x100"),
     Figure("deep", results_table("deep", "100x240_tanh", ("bp", "fa", "dfa"),
                                  {"bp": "no convergence", "fa": "no convergence", "dfa": "3.92 ± 0.09% (train 0.12%)"}),
            "dfarun -m experiment=deep"),
