@@ -99,5 +99,5 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
     assert "Traceback" not in text
     assert "method/nope" in text
     listing = text[text.index("Available options in 'method'"):]
-    assert re.findall(r"^\s+(\w+)$", listing, re.M)[:4] == ["bp", "dfa", "fa", "ifa"]
+    assert re.findall(r"^\s+(\w+)$", listing, re.M)[:5] == ["bp", "dfa", "dfa_first", "fa", "ifa"]
     assert os.listdir(tmp_path) == []

@@ -242,7 +242,7 @@ METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 
 def test_config_groups_are_not_empty():
     assert len(MODELS) >= 10 and {"2x800_tanh", "1x800_tanh", "3x50_tanh"} <= set(MODELS)
-    assert METHODS == ["bp", "dfa", "fa", "ifa"]
+    assert METHODS == ["bp", "dfa", "dfa_first", "fa", "ifa"]
 
 
 @pytest.mark.parametrize("method", METHODS)
