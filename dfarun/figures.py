@@ -135,19 +135,21 @@ def fig3(records: list[dict], out: Path, data_dir: str | None, points: int = 200
     dataset = OmegaConf.create(next(iter(weights.values()))["config"]["dataset"])
     data = load(dataset, data_dir, torch.device("cpu"))
     x, y = data.x_test[:points], data.y_test[:points].numpy()
+    embed = lambda h: TSNE(n_components=2, init="pca", random_state=0).fit_transform(h.numpy())
+    inputs = embed(x)  # the same for both methods: embedded once
     rows, fig = [], plt.figure(figsize=(14, 7))
     for r, (method, rec) in enumerate(weights.items()):
         saved = torch.load(rec["path"].with_suffix(".pt"), weights_only=True)
         net = MLP([w[None] for w in saved["weights"]], [b[None] for b in saved["biases"]], saved["activation"])
         hs = net.forward(x[None]).hs  # [1, N, n] each: one seed
         for k, h in enumerate(hs):
-            xy = TSNE(n_components=2, init="pca", random_state=0).fit_transform(h[0].numpy())
+            xy = inputs if k == 0 else embed(h[0])
             ax = fig.add_subplot(2, len(hs), r * len(hs) + k + 1)
             ax.scatter(xy[:, 0], xy[:, 1], c=y, cmap="tab10", s=2)
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{NAMES[method]}: {'input' if k == 0 else f'hidden layer {k}'}", fontsize=10)
             rows += [{"method": method, "layer": k, "x": a, "y": b, "label": int(c)} for (a, b), c in zip(xy, y)]
-    fig.suptitle(f"Figure 3: t-SNE of {points} MNIST test images and 3x400 tanh features "
+    fig.suptitle(f"Figure 3: t-SNE of {len(y)} MNIST test images and 3x400 tanh features "
                  f"(seed {rec['seed']}, {budget(by_method)}); colours are classes")
     return _save(fig, pd.DataFrame(rows), out, "fig3")
 
