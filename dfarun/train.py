@@ -167,8 +167,8 @@ def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr
     `lr` is one float, or a [S] tensor when seeds' rates differ (schedule=auto).
 
     Eagerly this is five passes over every parameter, which for stacked seeds no longer fit
-    in cache: `fused=True` runs it as one torch.compile'd kernel (measured 2.6x faster on
-    ten 2x800 seeds; compiling costs ~20 s once per process and stack size). Where compiling
+    in cache: `fused=True` runs it as one torch.compile'd kernel (measured here on ten 2x800
+    seeds: 34 -> 12 ms per step; compiling took 16 s, once per process and stack size). Where compiling
     fails (no C++ compiler, say) it warns once and stays eager."""
     global _fused_failed
     if fused and not _fused_failed:
