@@ -43,15 +43,21 @@ class DatasetConf:
     features: Optional[int] = None
     noise: float = 0.0
     data_seed: int = 0
+    shape: Optional[List[int]] = None   # synthetic only: (C, H, W) of an image, for conv nets
+    zca_eps: float = 0.01               # added to the covariance's eigenvalues (pixels in [0, 1])
 
 
 @dataclass
 class ModelConf:
     name: str = MISSING
     label: str = MISSING                # the paper's row name, e.g. "2x800 Tanh"
-    depth: int = MISSING                # hidden layers
-    width: int = MISSING                # units per hidden layer
+    depth: int = MISSING                # fully connected hidden layers (after any conv blocks)
+    width: int = MISSING                # units per fully connected hidden layer
     activation: str = MISSING
+    channels: List[int] = field(default_factory=list)  # conv blocks first (empty: an MLP)
+    kernel: int = 5                     # conv k x k, stride 1, padding k // 2 (k odd)
+    pool: int = 3                       # max-pool window after each conv
+    pool_stride: int = 2
 
 
 @dataclass
@@ -65,6 +71,7 @@ class RegConf:
     label: str = ""                     # appended to the model's row name, e.g. " + DO"
     p_input: float = 0.0                # dropout probability on the input
     p_hidden: float = 0.0               # dropout probability after each hidden layer
+    p_conv: List[float] = field(default_factory=list)  # after each conv block (empty: p_hidden)
     eps: float = 0.0                    # fast-gradient-sign step (input units)
 
 
@@ -77,6 +84,7 @@ class Config:
     profile: str = "default"            # budget profile that set seeds and max_epochs
     table: Optional[int] = None         # the paper table an experiment grid belongs to
     val: bool = False                   # hold out the last VAL_SIZE training examples
+    whiten: Optional[bool] = None       # ZCA-whiten the inputs; null: on for conv nets only
     schedule: str = "constant"          # constant | auto (author's halving schedule)
     track_alignment: bool = False       # record angles between the rule's updates and BP's
     align_every: int = 100              # steps between alignment measurements
@@ -144,7 +152,39 @@ def validate(cfg: DictConfig) -> None:
         n = cfg.dataset.train_size or 0
         _check(n == 0 or n > VAL_SIZE, "val", True,
                f"needs more than {VAL_SIZE} training examples (dataset.train_size={n})")
+    _check(cfg.dataset.zca_eps > 0, "dataset.zca_eps", cfg.dataset.zca_eps, "expected a float > 0")
+    if cfg.model.channels:
+        _validate_conv(cfg)
     resolve_device(cfg.device)
+
+
+def _validate_conv(cfg: DictConfig) -> None:
+    """A conv net: its blocks must fit the data set's images, and the rule must know conv nets."""
+    from .data import image_shape
+    from .rules import RULES
+
+    m = cfg.model
+    conv_rules = sorted(k for k, r in RULES.items() if r.conv)
+    _check(RULES[cfg.method.name].conv, "method.name", cfg.method.name,
+           f"not defined for conv nets (model.channels set); expected one of {conv_rules}")
+    _check(all(c >= 1 for c in m.channels), "model.channels", list(m.channels), "expected ints >= 1")
+    _check(m.kernel >= 1 and m.kernel % 2 == 1, "model.kernel", m.kernel, "expected an odd int >= 1")
+    _check(m.pool >= 1, "model.pool", m.pool, "expected an int >= 1")
+    _check(m.pool_stride >= 1, "model.pool_stride", m.pool_stride, "expected an int >= 1")
+    p_conv = list(cfg.reg.p_conv)
+    _check(not p_conv or len(p_conv) == len(m.channels), "reg.p_conv", p_conv,
+           f"expected [] or one probability per conv block ({len(m.channels)})")
+    _check(all(0 <= p < 1 for p in p_conv), "reg.p_conv", p_conv, "expected probabilities in [0, 1)")
+    shape = image_shape(cfg.dataset)
+    _check(shape is not None, "dataset.shape", None,
+           "a conv net needs images: set dataset.shape=[C,H,W] with C*H*W = dataset.features")
+    _check(cfg.dataset.name != "synthetic" or math.prod(shape) == cfg.dataset.features, "dataset.shape",
+           list(shape), f"expected C*H*W = dataset.features ({cfg.dataset.features})")
+    side = min(shape[1:])
+    for _ in m.channels:
+        side = (side - m.pool) // m.pool_stride + 1
+    _check(side >= 1, "model.channels", list(m.channels),
+           f"too many pooling blocks for {list(shape)} images (each maps n -> (n - {m.pool}) // {m.pool_stride} + 1)")
 
 
 def effective_lr(cfg: DictConfig) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -28,6 +29,7 @@ class Data:
     y_test: Tensor
     x_val: Tensor | None = None  # held out from the end of the training set (val=true)
     y_val: Tensor | None = None
+    shape: tuple[int, int, int] | None = None  # (C, H, W) of one example when it is an image
 
     @property
     def features(self) -> int:
@@ -41,7 +43,7 @@ class Data:
     def hold_out(self, n: int) -> Data:
         """Move the last n training examples to a validation set."""
         return Data(self.x_train[:-n], self.y_train[:-n], self.x_test, self.y_test,
-                    self.x_train[-n:], self.y_train[-n:])
+                    self.x_train[-n:], self.y_train[-n:], self.shape)
 
 
 Raw = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -98,15 +100,32 @@ def _cifar(cfg: DictConfig, data_dir: str) -> Raw:
 
 # --- synthetic: noisy class prototypes, fixed by data_seed --------------------------------
 
+SYNTHETIC_GRID = 4  # image prototypes: random on a 4x4 grid, upsampled smoothly to H x W
+
+
 def _synthetic(cfg: DictConfig, data_dir: str) -> Raw:
     gen = torch.Generator().manual_seed(cfg.data_seed)
-    prototypes = torch.rand(cfg.classes, cfg.features, generator=gen)
+    if cfg.get("shape"):  # images: coarse patterns, so that classes survive pooling as in real photos
+        c, h, w = cfg.shape
+        coarse = torch.rand(cfg.classes, c, SYNTHETIC_GRID, SYNTHETIC_GRID, generator=gen)
+        prototypes = F.interpolate(coarse, size=(h, w), mode="bilinear").flatten(1)
+    else:
+        prototypes = torch.rand(cfg.classes, cfg.features, generator=gen)
     out = []
     for n in (cfg.train_size, cfg.test_size):
         y = torch.randint(cfg.classes, (n,), generator=gen)
         x = (prototypes[y] + cfg.noise * torch.randn(n, cfg.features, generator=gen)).clamp(0, 1)
         out += [x, y]
     return tuple(out)
+
+
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}  # (C, H, W)
+
+
+def image_shape(cfg: DictConfig) -> tuple[int, int, int] | None:
+    """A data set's image shape (flattened in this order); synthetic sets may declare one."""
+    shape = IMAGE_SHAPES.get(cfg.name) or cfg.get("shape")
+    return tuple(shape) if shape else None
 
 
 LOADERS: dict[str, Callable[[DictConfig, str], Raw]] = {
@@ -124,4 +143,5 @@ def load(cfg: DictConfig, data_dir: str, device: torch.device) -> Data:
     x_train, x_test = (x.to(device).float() for x in (x_train, x_test))
     lo, hi = x_train.min(), x_train.max()
     scale = 1.0 / (hi - lo).clamp_min(1e-12)
-    return Data((x_train - lo) * scale, y_train.to(device), (x_test - lo) * scale, y_test.to(device))
+    return Data((x_train - lo) * scale, y_train.to(device), (x_test - lo) * scale, y_test.to(device),
+                shape=image_shape(cfg))

@@ -1,4 +1,4 @@
-"""Rule-agnostic MLPs with a leading seed dimension on every tensor.
+"""Rule-agnostic MLPs with a leading seed dimension on every tensor (conv nets: conv.py).
 
 Row-vector convention, as a batch is stored: a_i = h_{i-1} W_iᵀ + b_i, h_i = f(a_i),
 h_0 = x, and the output layer a_y = h_L W_{L+1}ᵀ + b_{L+1} (logistic outputs, see train.py).
@@ -45,6 +45,7 @@ class Dropout:
     p_input: float
     p_hidden: float
     gen: torch.Generator
+    p_conv: tuple[float, ...] = ()   # per conv block (conv nets); empty: p_hidden
 
     def mask(self, h: Tensor, p: float) -> Tensor:
         keep = torch.rand(h.shape, generator=self.gen, device=h.device) >= p
@@ -53,6 +54,16 @@ class Dropout:
 
 @dataclass
 class MLP:
+    """The interface every network gives the rules and the trainer (conv.ConvNet gives the same):
+
+      forward(x, dropout) -> Pass        activations, f'(a) and the output pre-activation
+      local(p, k, δh_k)   -> δa_k        hidden layer k's own backward step, δh ⊙ f'(a)
+      back(k, δa_k, M)    -> δh_{k-1}    through layer k with M in place of its weights W_k
+      push(k, δa_{k-1})   -> δa_{k-1} W_kᵀ  a direction carried forward through layer k (IFA)
+      weight_updates(p, deltas) -> eq. (10) for every parameter, in the order of `params`
+
+    Layers are counted from 0: weights[k] takes hs[k] to a_k; the last is the output layer.
+    Signals δh are [S, B, n]; δa is whatever layout the network computes in."""
     weights: list[Tensor]   # W_1 .. W_{L+1}; the last is the output layer
     biases: list[Tensor]    # b_1 .. b_{L+1}
     activation: str
@@ -60,6 +71,16 @@ class MLP:
     @property
     def params(self) -> list[Tensor]:
         return self.weights + self.biases
+
+    @property
+    def hidden(self) -> list[int]:
+        """Units per example of each hidden layer's output (what a feedback matrix feeds)."""
+        return [w.shape[1] for w in self.weights[:-1]]
+
+    @property
+    def widest(self) -> int:
+        """Most units per example in any layer: sizes evaluation chunks."""
+        return max(w.shape[1] for w in self.weights)
 
     def forward(self, x: Tensor, dropout: Dropout | None = None) -> Pass:
         """x [S, B, D] (or [B, D], shared by all seeds) -> activations, f'(a) and a_y [S, B, C]."""
@@ -77,9 +98,24 @@ class MLP:
             dfs.append(df)
         return Pass(hs, dfs, _affine(hs[-1], self.weights[-1], self.biases[-1]))
 
+    def local(self, p: Pass, k: int, dh: Tensor) -> Tensor:
+        return dh * p.dfs[k]
+
+    def back(self, k: int, d: Tensor, M: Tensor) -> Tensor:
+        return torch.bmm(d, M)
+
+    def push(self, k: int, d: Tensor) -> Tensor:
+        return torch.bmm(d, self.weights[k].transpose(1, 2))
+
+    def weight_updates(self, p: Pass, deltas: list[Tensor]) -> list[Tensor]:
+        return weight_updates(p.hs, deltas)
+
     def select(self, keep: Tensor) -> MLP:
         """The sub-stack of seeds at positions `keep`."""
         return MLP([w[keep] for w in self.weights], [b[keep] for b in self.biases], self.activation)
+
+    def to_dict(self) -> dict:
+        return {"weights": self.weights, "biases": self.biases, "activation": self.activation}
 
 
 def _affine(h: Tensor, W: Tensor, b: Tensor) -> Tensor:
@@ -98,6 +134,26 @@ def weight_updates(hs: list[Tensor], deltas: list[Tensor]) -> list[Tensor]:
 
 
 # --- initialisation (one seed at a time, so a seed's init never depends on its neighbours) --
+
+@dataclass(frozen=True)
+class MLPArch:
+    """An MLP's shape, as conv.ConvArch gives a conv net's: what init needs to sample and build it."""
+    sizes: tuple[int, ...]   # input, hidden..., output units
+
+    @property
+    def hidden(self) -> list[int]:
+        return list(self.sizes[1:-1])
+
+    @property
+    def classes(self) -> int:
+        return self.sizes[-1]
+
+    def sample(self, gen: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
+        return sample_layers(list(self.sizes), gen)
+
+    def build(self, weights: list[Tensor], biases: list[Tensor], activation: str) -> MLP:
+        return MLP(weights, biases, activation)
+
 
 def layer_sizes(n_in: int, depth: int, width: int, n_out: int) -> list[int]:
     return [n_in] + [width] * depth + [n_out]

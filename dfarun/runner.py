@@ -12,9 +12,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import config, store
 from .config import effective_lr, resolve_device, validate
-from .data import load
-from .nets import layer_sizes
+from .conv import ConvArch
+from .data import Data, load
+from .nets import MLPArch, layer_sizes
 from .rules import RULES
+from .whiten import CACHE_DIR, whiten
 from .train import Protocol, SeedResult, State, fit, init_state
 
 log = logging.getLogger("dfarun")
@@ -38,17 +40,19 @@ def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int,
     data = load(cfg.dataset, cfg.data_dir, device)
     if cfg.val:
         data = data.hold_out(config.VAL_SIZE)
+    if whitened(cfg):  # fitted on what is trained on: the validation images stay unseen
+        cache = None if cfg.dataset.name == "synthetic" else Path(cfg.data_dir).expanduser() / CACHE_DIR
+        data = whiten(data, cfg.dataset.zca_eps, cache, cfg.dataset.name)
     rule = RULES[cfg.method.name]
-    sizes = layer_sizes(data.features, cfg.model.depth, cfg.model.width, cfg.dataset.classes)
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
                         schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
-                        eps=cfg.reg.eps, compile=cfg.compile,
+                        p_conv=tuple(cfg.reg.p_conv), eps=cfg.reg.eps, compile=cfg.compile,
                         align_every=cfg.align_every if cfg.track_alignment else 0,
                         freeze_first=cfg.freeze_first_epochs)
     ckpt = store.checkpoint_path(cfg)
     state = None if cfg.force else _resume(ckpt, seeds, device)
     if state is None:
-        state = init_state(seeds, sizes, cfg.model.activation, rule, device)
+        state = init_state(seeds, architecture(cfg, data), cfg.model.activation, rule, device)
     log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {seeds} on {device}, "
              f"lr {protocol.lr:g}, batch {cfg.batch_size}, at most {cfg.max_epochs} epochs")
     started = time.time()
@@ -90,6 +94,19 @@ def _resume(path: Path, seeds: list[int], device: torch.device) -> State | None:
         state = state.select([i for i, s in enumerate(state.seeds) if s in seeds])
     log.info(f"resuming seeds {state.seeds} after epoch {state.epoch} from {path}")
     return state
+
+
+def whitened(cfg: DictConfig) -> bool:
+    """whiten=null means the paper's choice: ZCA for the conv nets, [0, 1] pixels for MLPs."""
+    return bool(cfg.model.channels) if cfg.whiten is None else cfg.whiten
+
+
+def architecture(cfg: DictConfig, data: Data) -> MLPArch | ConvArch:
+    m, classes = cfg.model, cfg.dataset.classes
+    if m.channels:
+        return ConvArch(data.shape, tuple(m.channels), (m.width,) * m.depth, classes, m.kernel,
+                        m.pool, m.pool_stride)
+    return MLPArch(tuple(layer_sizes(data.features, m.depth, m.width, classes)))
 
 
 def row_label(cfg: DictConfig) -> str:

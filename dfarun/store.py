@@ -76,7 +76,12 @@ def checkpoint_path(cfg: DictConfig) -> Path:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    _atomic(path, lambda f: torch.save(state, f), binary=True)
+    atomic_save(path, state)
+
+
+def atomic_save(path: Path, obj) -> None:
+    """torch.save that readers see whole or not at all (checkpoints, the ZCA cache)."""
+    _atomic(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def load_checkpoint(path: Path) -> dict | None:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import Data
-from .nets import ACTIVATIONS, MLP, Dropout, sample_layers, weight_updates
+from .conv import ConvArch, ConvNet
+from .nets import ACTIVATIONS, MLP, Dropout, MLPArch
 from .rules import RULES, Rule
 
 log = logging.getLogger("dfarun")
@@ -30,7 +31,8 @@ AVG_START = 1.0        # moving average of the training error (fraction) starts 
 AVG_KEEP = 0.75        # m <- 0.75 m + 0.25 err_epoch (author's stopping rule)
 STOP_AT = 1e-4         # converged when m <= 0.01% (as a fraction)
 MAX_HALVINGS = 8       # schedule=auto ends a seed after its 8th halving (author's rule)
-EVAL_CHUNK = 2000      # examples per evaluation pass (bounds memory at S x 2000 x width)
+EVAL_CHUNK = 2000      # most examples per evaluation pass
+EVAL_UNITS = 2**25      # and at most this many activations (floats) per layer per pass
 DATA_ORDER_OFFSET = 2**32  # data-order generator seed = seed + offset: disjoint from init streams
 
 
@@ -42,6 +44,7 @@ class Protocol:
     schedule: str = "constant"  # constant | auto (halve when the epoch error is not below m)
     p_input: float = 0.0       # dropout on the input (0: off)
     p_hidden: float = 0.0      # dropout after each hidden layer
+    p_conv: tuple[float, ...] = ()  # dropout after each conv block (empty: p_hidden)
     eps: float = 0.0           # fast-gradient-sign step on the inputs (0: off)
     compile: bool = False      # fuse the RMSprop update with torch.compile (see rmsprop_)
     align_every: int = 0       # steps between alignment measurements (0: off, costs nothing)
@@ -54,7 +57,7 @@ class Protocol:
 class State:
     """Everything a job needs to go on: saved whole as its checkpoint. Lists are per seed."""
     seeds: list[int]
-    net: MLP
+    net: MLP | ConvNet
     feedback: list[Tensor]             # the rule's fixed matrices, [S, ...] each
     sq_avg: list[Tensor]               # RMSprop state, aligned with net.params
     data_order: list[torch.Generator]  # CPU
@@ -74,7 +77,7 @@ class State:
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["net"] = {"weights": self.net.weights, "biases": self.net.biases, "activation": self.net.activation}
+        d["net"] = self.net.to_dict()
         d["data_order"] = [g.get_state() for g in self.data_order]
         d["noise"] = self.noise.get_state()
         return d
@@ -84,22 +87,25 @@ class State:
         d = dict(d)
         move = lambda ts: [t.to(device) for t in ts]
         net = d["net"]
-        d["net"] = MLP(move(net["weights"]), move(net["biases"]), net["activation"])
+        W, b, act = move(net["weights"]), move(net["biases"]), net["activation"]
+        d["net"] = ConvNet(W, b, act, ConvArch(**net["arch"])) if "arch" in net else MLP(W, b, act)
         d["feedback"], d["sq_avg"] = move(d["feedback"]), move(d["sq_avg"])
         d["data_order"] = [torch.Generator().set_state(s) for s in d["data_order"]]
         d["noise"] = torch.Generator(device=device).set_state(d["noise"])
         return cls(**d)
 
 
-def init_state(seeds: list[int], sizes: list[int], activation: str, rule: Rule,
+def init_state(seeds: list[int], arch: MLPArch | ConvArch | list[int], activation: str, rule: Rule,
                device: torch.device) -> State:
-    """Sample each seed on the CPU from its own generator, then stack and move once."""
+    """Sample each seed on the CPU from its own generator, then stack and move once.
+    `arch` is the network's shape; a list of layer sizes means an MLP."""
+    arch = MLPArch(tuple(arch)) if isinstance(arch, (list, tuple)) else arch
     zero = rule.zero_init and ACTIVATIONS[activation].zero_init_ok
     per_seed = []
     for seed in seeds:
         gen = torch.Generator().manual_seed(seed)
-        W, b = sample_layers(sizes, gen)
-        B = rule.feedback(W, sizes[-1], gen)  # FA copies W here, before it is zeroed
+        W, b = arch.sample(gen)
+        B = rule.feedback(W, arch.hidden, arch.classes, gen)  # FA copies W here, before it is zeroed
         if zero:
             W, b = [torch.zeros_like(t) for t in W], [torch.zeros_like(t) for t in b]
         per_seed.append((W, b, B))
@@ -107,7 +113,7 @@ def init_state(seeds: list[int], sizes: list[int], activation: str, rule: Rule,
     def stack(i: int) -> list[Tensor]:
         return [torch.stack(ts).to(device) for ts in zip(*(p[i] for p in per_seed))]
 
-    net = MLP(stack(0), stack(1), activation)
+    net = arch.build(stack(0), stack(1), activation)
     n = len(seeds)
     return State(list(seeds), net, stack(2), [torch.zeros_like(p) for p in net.params],
                  [torch.Generator().manual_seed(s + DATA_ORDER_OFFSET) for s in seeds],
@@ -117,32 +123,36 @@ def init_state(seeds: list[int], sizes: list[int], activation: str, rule: Rule,
 
 # --- one step ------------------------------------------------------------------------------
 
-def updates(net: MLP, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor,
+def updates(net: MLP | ConvNet, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor,
             dropout: Dropout | None = None) -> tuple[list[Tensor], Tensor]:
     """Gradients for every parameter (order of net.params) and the output pre-activation.
 
     The error e = sigmoid(a_y) - target is summed over the batch, as in the author's code:
     for BP this is exactly the gradient of the summed binary cross-entropy."""
-    hs, dfs, a_y = net.forward(x, dropout)
-    e = torch.sigmoid(a_y) - target
-    deltas = [dh * df for dh, df in zip(rule.signals(e, dfs, net.weights, feedback), dfs)]
-    return weight_updates(hs, deltas + [e]), a_y
+    p = net.forward(x, dropout)
+    e = torch.sigmoid(p.a_y) - target
+    return net.weight_updates(p, _deltas(net, p, rule.signals(e, net, p, feedback)) + [e]), p.a_y
 
 
-def alignment(net: MLP, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor
+def _deltas(net, p, signals: list[Tensor]) -> list[Tensor]:
+    """δa_k of every hidden layer from its signal δh_k: the network's local backward step."""
+    return [net.local(p, k, dh) for k, dh in enumerate(signals)]
+
+
+def alignment(net: MLP | ConvNet, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor
               ) -> tuple[Tensor, Tensor]:
     """Angles in degrees, [L, S], between the rule and back-propagation at the same weights:
     the signal δh_i the rule sends each hidden layer against BP's gradient c_i (Theorem 1:
     below 90° means δh_i descends), and the weight updates δW_i the two give. Measured on
     the clean forward pass (no dropout); NaN where either vector is zero (e.g. zero weights)."""
-    hs, dfs, a_y = net.forward(x)
-    e = torch.sigmoid(a_y) - target
-    ours = rule.signals(e, dfs, net.weights, feedback)
-    true = RULES["bp"].signals(e, dfs, net.weights, [])
-    update = lambda dh, df, h: torch.bmm((dh * df).transpose(1, 2), h)
+    p = net.forward(x)
+    e = torch.sigmoid(p.a_y) - target
+    ours = rule.signals(e, net, p, feedback)
+    true = RULES["bp"].signals(e, net, p, [])
+    hidden = len(ours)  # the first `hidden` updates are the hidden layers' weights
+    dW_ours, dW_true = (net.weight_updates(p, _deltas(net, p, s) + [e])[:hidden] for s in (ours, true))
     signal_angles = torch.stack([_angle(a, b) for a, b in zip(ours, true)])
-    update_angles = torch.stack([_angle(update(a, df, h), update(b, df, h))
-                                 for a, b, df, h in zip(ours, true, dfs, hs)])
+    update_angles = torch.stack([_angle(a, b) for a, b in zip(dW_ours, dW_true)])
     return signal_angles, update_angles
 
 
@@ -154,11 +164,11 @@ def _angle(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(norms > 0, torch.rad2deg(torch.acos(cos)), torch.nan)
 
 
-def fgsm(net: MLP, x: Tensor, target: Tensor, eps: float) -> Tensor:
+def fgsm(net: MLP | ConvNet, x: Tensor, target: Tensor, eps: float) -> Tensor:
     """x + eps * sign(dJ/dx), the input gradient by true back-propagation whatever the rule."""
-    hs, dfs, a_y = net.forward(x)
-    dh1 = RULES["bp"].signals(torch.sigmoid(a_y) - target, dfs, net.weights, [])[0]
-    return x + eps * torch.bmm(dh1 * dfs[0], net.weights[0]).sign()
+    p = net.forward(x)
+    dh1 = RULES["bp"].signals(torch.sigmoid(p.a_y) - target, net, p, [])[0]
+    return x + eps * net.back(0, net.local(p, 0, dh1), net.weights[0]).sign()
 
 
 def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: float | Tensor,
@@ -213,7 +223,7 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol
           else protocol.lr * torch.tensor(state.lr_scale, device=device))
     dropout = None
     if protocol.p_input or protocol.p_hidden:
-        dropout = Dropout(protocol.p_input, protocol.p_hidden, state.noise)
+        dropout = Dropout(protocol.p_input, protocol.p_hidden, state.noise, protocol.p_conv)
     # Figure 2 (left): W_1 and b_1 stay as they are during the first `freeze_first` epochs
     frozen = {0, len(state.net.weights)} if 0 < state.epoch <= protocol.freeze_first else set()
     params, sq_avg = ([t for k, t in enumerate(ts) if k not in frozen] for ts in (state.net.params, state.sq_avg))
@@ -238,12 +248,14 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol
     return errors, loss, tuple(torch.stack(a).nanmean(0) for a in zip(*angles))
 
 
-def errors_on(net: MLP, x: Tensor, y: Tensor) -> Tensor:
+def errors_on(net: MLP | ConvNet, x: Tensor, y: Tensor) -> Tensor:
     """Misclassified examples per seed, no dropout: [S]."""
-    wrong = torch.zeros(net.weights[0].shape[0], device=x.device)
-    for start in range(0, x.shape[0], EVAL_CHUNK):
-        a_y = net.forward(x[start:start + EVAL_CHUNK]).a_y
-        wrong += (a_y.argmax(-1) != y[start:start + EVAL_CHUNK]).sum(-1)
+    seeds = net.weights[0].shape[0]
+    wrong = torch.zeros(seeds, device=x.device)
+    chunk = max(1, min(EVAL_CHUNK, EVAL_UNITS // (seeds * net.widest)))
+    for start in range(0, x.shape[0], chunk):
+        a_y = net.forward(x[start:start + chunk]).a_y
+        wrong += (a_y.argmax(-1) != y[start:start + chunk]).sum(-1)
     return wrong
 
 
@@ -252,7 +264,7 @@ class SeedResult:
     seed: int
     stop: str                      # converged | max_epochs | diverged | schedule_end
     history: list[dict] = field(default_factory=list)
-    net: MLP | None = None         # this seed's final weights, [1, ...] each
+    net: MLP | ConvNet | None = None  # this seed's final weights, [1, ...] each
 
 
 def fit(state: State, data: Data, rule: Rule, protocol: Protocol,

@@ -59,13 +59,15 @@ def test_frozen_first_layer_does_not_move_then_learns(toy_data):
 
 
 def test_dfa_first_is_bp_above_and_direct_feedback_below():
+    from dfarun.nets import Pass
     torch.manual_seed(0)
     sizes = [10, 6, 6, 6, 3]
     state = init_state([0], sizes, "tanh", RULES["dfa_first"], torch.device("cpu"))
     W, B = state.net.weights, state.feedback
     e = torch.randn(1, 5, 3)
     dfs = [torch.rand(1, 5, 6) for _ in range(3)]
-    ours, bp = RULES["dfa_first"].signals(e, dfs, W, B), RULES["bp"].signals(e, dfs, W, [])
+    p = Pass([], dfs, None)  # the rules see f'(a) only through the network's local step
+    ours, bp = (RULES[m].signals(e, state.net, p, fb) for m, fb in (("dfa_first", B), ("bp", [])))
     torch.testing.assert_close(ours[0], e @ B[0])
     for a, b in zip(ours[1:], bp[1:]):
         torch.testing.assert_close(a, b)

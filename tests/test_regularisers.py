@@ -115,7 +115,7 @@ def test_dfa_with_dropout_masks_the_feedback_before_it_enters():
     target = torch.eye(4)[torch.randint(4, (S, B))]
     p = net.forward(x, Dropout(P_IN, P_HID, torch.Generator().manual_seed(11)))
     e = torch.sigmoid(p.a_y) - target
-    deltas = [s * df for s, df in zip(RULES["dfa"].signals(e, p.dfs, net.weights, feedback), p.dfs)]
+    deltas = [net.local(p, k, s) for k, s in enumerate(RULES["dfa"].signals(e, net, p, feedback))]
     assert len(deltas) == 3
     for i, (d, Bi) in enumerate(zip(deltas, feedback)):
         W, b = net.weights[i], net.biases[i]

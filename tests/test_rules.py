@@ -35,7 +35,7 @@ def batch():
 
 def feedback(rule: str, net: MLP) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(9)
-    per_seed = [RULES[rule].feedback([w[s].float() for w in net.weights], C, gen) for s in range(S)]
+    per_seed = [RULES[rule].feedback([w[s].float() for w in net.weights], net.hidden, C, gen) for s in range(S)]
     return [torch.stack(ts).double() for ts in zip(*per_seed)]
 
 
@@ -79,10 +79,11 @@ def test_dfa_deltas_are_e_times_b_times_fprime():
     net = random_net("tanh")
     x, target = batch()
     B = feedback("dfa", net)
-    hs, _, a_y = net.forward(x)
+    p = net.forward(x)
+    hs, a_y = p.hs, p.a_y
     e = torch.sigmoid(a_y) - target
     dfs = [1 - h**2 for h in hs[1:]]
-    signals = RULES["dfa"].signals(e, dfs, net.weights, B)
+    signals = RULES["dfa"].signals(e, net, p, B)
     for s, Bi in zip(signals, B):  # the feedback replaces the gradient with respect to h_i
         torch.testing.assert_close(s, torch.einsum("sbc,scn->sbn", e, Bi))
     deltas = [s * df for s, df in zip(signals, dfs)]
@@ -102,10 +103,10 @@ def test_ifa_follows_equation_9():
     x, target = batch()
     B = feedback("ifa", net)
     assert len(B) == 1 and B[0].shape == (S, C, 6)
-    hs, _, a_y = net.forward(x)
-    e = torch.sigmoid(a_y) - target
-    dfs = [1 - h**2 for h in hs[1:]]
-    deltas = [s * df for s, df in zip(RULES["ifa"].signals(e, dfs, net.weights, B), dfs)]
+    p = net.forward(x)
+    e = torch.sigmoid(p.a_y) - target
+    dfs = [1 - h**2 for h in p.hs[1:]]
+    deltas = [s * df for s, df in zip(RULES["ifa"].signals(e, net, p, B), dfs)]
     d1 = (e @ B[0]) * dfs[0]
     d2 = torch.einsum("snm,sbm->sbn", net.weights[1], d1) * dfs[1]  # (W_2 δa_1) ⊙ f'(a_2)
     d3 = torch.einsum("snm,sbm->sbn", net.weights[2], d2) * dfs[2]

@@ -75,7 +75,8 @@ def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, 
 
         # the resolved config (with the effective learning rate)
         conf = rec["config"]
-        assert conf["model"] == {"name": "3x50_tanh", "label": "3x50 Tanh", "depth": 3, "width": 50, "activation": "tanh"}
+        assert conf["model"] == {"name": "3x50_tanh", "label": "3x50 Tanh", "depth": 3, "width": 50, "activation": "tanh",
+                                 "channels": [], "kernel": 5, "pool": 3, "pool_stride": 2}
         assert conf["method"] == {"name": "dfa"}
         assert conf["dataset"]["name"] == "synthetic" and conf["dataset"]["train_size"] == 256
         assert conf["max_epochs"] == 2 and conf["batch_size"] == 64 and conf["seeds"] == [0, 1, 2]
@@ -249,11 +250,18 @@ def test_config_groups_are_not_empty():
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_and_method_composes_and_validates(make_cfg, model, method):
     cfg = make_cfg(f"model={model}", f"method={method}", tiny=False)
+    if cfg.model.channels and method == "ifa":  # IFA's forward push is defined for MLPs only
+        with pytest.raises(ConfigError, match="^method.name='ifa': not defined for conv nets"):
+            validate(cfg)
+        return
     validate(cfg)
     assert cfg.model.name == model and cfg.method.name == method
-    # the file name promises the architecture: <depth>x<width>_<activation>
-    depth, width, activation = re.fullmatch(r"(\d+)x(\d+)_(\w+)", model).groups()
-    assert (cfg.model.depth, cfg.model.width, cfg.model.activation) == (int(depth), int(width), activation)
+    # the file name promises the architecture: <depth>x<width>_<activation>, or conv_<activation>
+    if cfg.model.channels:
+        assert model == f"conv_{cfg.model.activation}"
+    else:
+        depth, width, activation = re.fullmatch(r"(\d+)x(\d+)_(\w+)", model).groups()
+        assert (cfg.model.depth, cfg.model.width, cfg.model.activation) == (int(depth), int(width), activation)
     assert store.record_path(cfg, 0).name.startswith(f"mnist_{model}_{method}_")
 
 
