@@ -90,8 +90,9 @@ def check_args(argv: list[str]) -> list[DictConfig]:
                 cfgs.append(_compose(compose, GlobalHydra.instance().config_loader(), name, job))
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 raise _one_line(err, job) from None
-            if not args.cfg:  # --cfg shows a config, bad values and all
-                validate(cfgs[-1])
+    if not args.cfg:  # --cfg shows a config, bad values and all
+        for cfg in cfgs:  # after composing them all: a compose error is found without importing torch
+            validate(cfg)
     return cfgs
 
 
@@ -109,15 +110,19 @@ def _sweep_jobs(hydra_, name: str, overrides: list[str], mode) -> list[list[str]
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
+_OPTIONS: dict[str, list[str]] = {}
+
+
 def _compose(compose, loader, name: str, overrides: list[str]) -> DictConfig:
     """One job's config, without Hydra's node; an optional group (row, experiment) whose
     option does not exist is an error here, where Hydra would skip it."""
     cfg = compose(name, overrides=overrides, return_hydra_config=True)
     for group, choice in cfg.hydra.runtime.choices.items():
         if choice is not None and not group.startswith("hydra/"):
-            options = loader.get_group_options(group)
-            if choice not in options:
-                raise ConfigError(group, choice, f"no such option; expected one of {', '.join(options)}")
+            if group not in _OPTIONS:  # slow to list: once per group
+                _OPTIONS[group] = loader.get_group_options(group)
+            if choice not in _OPTIONS[group]:
+                raise ConfigError(group, choice, f"no such option; expected one of {', '.join(_OPTIONS[group])}")
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg

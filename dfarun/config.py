@@ -132,10 +132,10 @@ def validate(cfg: DictConfig) -> None:
     _check(all(s >= 0 for s in seeds), "seeds", seeds, "expected ints >= 0")
     _check(cfg.max_epochs >= 1, "max_epochs", cfg.max_epochs, "expected an int >= 1")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "expected an int >= 1")
-    lr = effective_lr(cfg)
-    _check(math.isfinite(lr) and lr > 0, "lr", lr, "expected a float > 0 (or null for the data set's rate)")
     _check(math.isfinite(cfg.dataset.lr) and cfg.dataset.lr > 0, "dataset.lr", cfg.dataset.lr,
            "expected a float > 0")
+    lr = effective_lr(cfg)
+    _check(math.isfinite(lr) and lr > 0, "lr", lr, "expected a float > 0 (or null for the data set's rate)")
     size = cfg.dataset.train_size
     if cfg.dataset.name == "synthetic":  # generated: every size must be given
         for key in ("train_size", "test_size", "features"):
@@ -156,7 +156,7 @@ def validate(cfg: DictConfig) -> None:
                f"needs more than {VAL_SIZE} training examples (dataset.train_size={n})")
     resolve_device(cfg.device)
     # the store must be writable only where seeds are left to train (runner.run checks that)
-    check_folder("store", cfg.store, "for the run records", write=not Path(cfg.store).expanduser().is_dir())
+    check_folder("store", cfg.store, "the run records can be written to", write=not Path(cfg.store).expanduser().is_dir())
     check_data_dir(cfg.dataset.name, cfg.data_dir)
 
 
@@ -188,8 +188,7 @@ def check_folder(key: str, value: str, purpose: str, write: bool = True) -> None
     near = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
     _check(near.is_dir(), key, value, f"{near} is a file, so the folder cannot be made; "
                                       f"expected a folder {purpose}")
-    _check(os.access(near, os.W_OK | os.X_OK), key, value,
-           f"{near} is not writable; expected a folder {purpose} that can be written to")
+    _check(os.access(near, os.W_OK | os.X_OK), key, value, f"{near} is not writable; expected a folder {purpose}")
 
 
 # --- the schema in words, for errors -----------------------------------------------
@@ -230,8 +229,8 @@ def unknown_key(path: str, value) -> ConfigError:
     schema = _field(parent) if parent else Config
     keys = ", ".join(typing.get_type_hints(schema)) if dataclasses.is_dataclass(schema) else "none"
     where = f"the keys of {parent}" if parent else "the top-level keys"
-    return ConfigError(path, value, f"unknown key; {where} are {keys} (new keys cannot be added, "
-                                    f"not even with +{path}=)")
+    return ConfigError(path, value, f"unknown key; expected one of {where}: {keys} (keys cannot be "
+                                    f"added, not even with +{path}=)")
 
 
 def effective_lr(cfg: DictConfig) -> float:

@@ -65,8 +65,8 @@ def check_data_dir(name: str, data_dir: str) -> None:
     folder, files = EXPECTED_FILES[name]
     root = Path(data_dir).expanduser()
     there = all((root / folder / f).is_file() for f in files)
-    check_folder("data_dir", data_dir, f"that holds {name} ({', '.join(files)} in {folder}/) or one to "
-                                       f"download it into", write=not there)
+    check_folder("data_dir", data_dir, f"that holds {name} ({', '.join(files)} in {folder}/) or one "
+                                       f"it can be downloaded into", write=not there)
 
 
 def _torchvision(name: str, data_dir: str, train: bool):
