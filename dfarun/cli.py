@@ -79,10 +79,9 @@ def check_args(argv: list[str]) -> list[DictConfig]:
                               f"a list is written {o.key_or_group}=[a,b]")
     cfgs = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dfarun"):
-        jobs = [overrides]
         try:
-            if multirun:
-                jobs = _sweep_jobs(GlobalHydra.instance().hydra, name, overrides, RunMode.MULTIRUN)
+            jobs = _sweep_jobs(GlobalHydra.instance().hydra, name, overrides, RunMode.MULTIRUN) \
+                if multirun else [overrides]
         except (HydraException, OmegaConfBaseException, ValueError) as err:
             raise _one_line(err, overrides) from None
         for job in jobs:

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,8 @@ def validate(cfg: DictConfig) -> None:
                f"needs more than {VAL_SIZE} training examples (dataset.train_size={n})")
     resolve_device(cfg.device)
     # the store must be writable only where seeds are left to train (runner.run checks that)
-    check_folder("store", cfg.store, "the run records can be written to", write=not Path(cfg.store).expanduser().is_dir())
+    check_folder("store", cfg.store, "the run records can be written to",
+                 write=not Path(cfg.store).expanduser().is_dir())
     check_data_dir(cfg.dataset.name, cfg.data_dir)
 
 
@@ -207,19 +209,19 @@ def expected(path: str) -> str:
     """What the schema allows at a key, in words: "an int", "a float or null", ..."""
     typ, leaf = _field(path), re.sub(r"\[\d+\]$", "", path).split(".")[-1]
     args = typing.get_args(typ)
-    optional = typing.get_origin(typ) is typing.Union and type(None) in args
+    optional = typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in args
     if optional:
         typ = next(a for a in args if a is not type(None))
     words = {int: "an int", float: "a float", bool: "true or false", str: "a string"}.get(typ)
     if typing.get_origin(typ) is list:
-        words = f"a list of {expected_item(typing.get_args(typ)[0])}s, e.g. {leaf}=[0,1,2]"
+        words = f"a list of {_item(typing.get_args(typ)[0])}s, e.g. {leaf}=[0,1,2]"
     elif dataclasses.is_dataclass(typ):
         options = sorted(p.stem for p in (CONF_DIR / leaf).glob("*.yaml"))
         words = f"one of {', '.join(options)}" if options else "a config group option"
     return (words or "a value of the schema's type") + (" or null" if optional else "")
 
 
-def expected_item(typ) -> str:
+def _item(typ) -> str:
     return {int: "int", float: "float", bool: "bool", str: "string"}.get(typ, "value")
 
 
