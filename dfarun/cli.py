@@ -1,26 +1,157 @@
-"""The `dfarun` console script: a thin Hydra wrapper around runner.run."""
+"""The `dfarun` console script: a thin Hydra wrapper around runner.run.
+
+Before Hydra starts, `check_args` composes the config as Hydra will (each job of a `-m`
+sweep) and validates it, so that any bad input -- an override that does not parse, an unknown
+key or group option, a wrong type, a bad value, a missing device or folder -- is one line
+on stderr and exit code 2, before anything is written (Hydra's own compose errors would be
+several lines and exit code 1). It imports no torch until the config is known to compose.
+"""
 from __future__ import annotations
 
 import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from .config import CONF_DIR, DfarunError
-from .runner import run
+from .config import CONF_DIR, ConfigError, DfarunError, expected, unknown_key, validate
+
+CONFIG_NAME = "config"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def _main(cfg: DictConfig) -> None:
+    from .runner import run
     try:
         run(cfg)
     except DfarunError as err:
-        print(f"dfarun: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(err)
 
 
 def main() -> None:
     # torch's compiler warns that a CUDA build found no CUDA runtime; on a CPU machine that is expected
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        check_args(sys.argv[1:])
+    except DfarunError as err:
+        _fail(err)
     _main()
+
+
+def _fail(err: DfarunError) -> None:
+    print(f"dfarun: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_args(argv: list[str]) -> list[DictConfig]:
+    """Compose and validate the config(s) that `dfarun argv` would run; return them.
+    --help, --info and the like, and another --config-dir/--config-path, are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+    from hydra.types import RunMode
+
+    args = get_args_parser().parse_args(argv)
+    if (args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
+            or args.config_dir or args.experimental_rerun):
+        return []
+    name, overrides = args.config_name or CONFIG_NAME, list(args.overrides)
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed += parser.parse_overrides([text])
+        except OverrideParseException as err:
+            lines = str(err).splitlines()
+            reason = lines[1] if len(lines) > 1 and lines[0].startswith("Error parsing") else lines[0]
+            raise DfarunError(f"{text}: not an override ({reason}); expected key=value, e.g. "
+                              f"max_epochs=20 (grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)"
+                              ) from None
+    multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN"
+                                    for o in parsed)
+    for o in parsed:
+        if o.is_sweep_override() and not multirun:
+            raise ConfigError(o.key_or_group, o.get_value_string(), "a sweep needs -m (--multirun); "
+                              f"a list is written {o.key_or_group}=[a,b]")
+    cfgs = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dfarun"):
+        try:
+            jobs = _sweep_jobs(GlobalHydra.instance().hydra, name, overrides, RunMode.MULTIRUN) \
+                if multirun else [overrides]
+        except (HydraException, OmegaConfBaseException, ValueError) as err:
+            raise _one_line(err, overrides) from None
+        for job in jobs:
+            try:
+                cfgs.append(_compose(compose, GlobalHydra.instance().config_loader(), name, job))
+            except (HydraException, OmegaConfBaseException, ValueError) as err:
+                raise _one_line(err, job) from None
+    if not args.cfg:  # --cfg shows a config, bad values and all
+        for cfg in cfgs:  # after composing them all: a compose error is found without importing torch
+            validate(cfg)
+    return cfgs
+
+
+def _sweep_jobs(hydra_, name: str, overrides: list[str], mode) -> list[list[str]]:
+    """The jobs a -m sweep launches, each as its list of overrides (as Hydra's basic sweeper
+    expands the command line and hydra.sweeper.params); [] for another sweeper."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    primary = hydra_.compose_config(name, overrides, run_mode=mode, with_log_configuration=False)
+    if primary.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        return []
+    params = [f"{k}={v}" for k, v in (primary.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + overrides)
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+_OPTIONS: dict[str, list[str]] = {}
+
+
+def _compose(compose, loader, name: str, overrides: list[str]) -> DictConfig:
+    """One job's config, without Hydra's node; an optional group (row, experiment) whose
+    option does not exist is an error here, where Hydra would skip it."""
+    cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    for group, choice in cfg.hydra.runtime.choices.items():
+        if choice is not None and not group.startswith("hydra/"):
+            if group not in _OPTIONS:  # slow to list: once per group
+                _OPTIONS[group] = loader.get_group_options(group)
+            if choice not in _OPTIONS[group]:
+                raise ConfigError(group, choice, f"no such option; expected one of {', '.join(_OPTIONS[group])}")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _one_line(err: Exception, overrides: list[str]) -> DfarunError:
+    """Hydra's and OmegaConf's compose errors, as one line naming the key, value and what
+    the schema allows."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import MissingConfigException
+
+    values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(overrides)}
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    key = getattr(cause, "full_key", None)
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        return ConfigError(group, option, f"no such option; expected one of {', '.join(err.options)}")
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
+        return unknown_key(key, values.get(key, values.get(key.rpartition(".")[0])))
+    if isinstance(cause, ValidationError) and key:
+        top = key.split("[")[0]
+        if top in values:
+            return ConfigError(top, values[top], f"expected {expected(top)}")
+        return DfarunError(f"{top}: {_first_line(cause)}; expected {expected(top)}")
+    text = _first_line(err)
+    if cause is not err:
+        text += f" ({_first_line(cause)})"
+    return DfarunError(f"cannot compose the config: {text}")
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+

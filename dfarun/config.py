@@ -3,18 +3,26 @@
 The dataclasses mirror `conf/`: one per config group. Registries (rules, activations,
 data sets) are closed sets owned by their modules; `validate` checks names against them
 so a bad value fails at start with one line, before anything is loaded or written.
+`expected` and `unknown_key` word the schema for the errors Hydra raises on compose (cli.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+if TYPE_CHECKING:
+    import torch
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SCHEDULES = ("constant", "auto")
@@ -113,15 +121,18 @@ def _check(ok: bool, key: str, value, allowed: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first bad key; checks values, not types."""
-    from .data import LOADERS
+    """Raise ConfigError naming the first bad key. Hydra checked the types on compose; this
+    checks the rest: known keys, no ??? left, ranges, names, the device and the folders."""
+    from .data import LOADERS, check_data_dir
     from .nets import ACTIVATIONS
     from .rules import RULES
 
+    _check_structure(cfg, Config)
     _check(cfg.method.name in RULES, "method.name", cfg.method.name, f"expected one of {sorted(RULES)}")
     act = cfg.model.activation
     _check(act in ACTIVATIONS, "model.activation", act, f"expected one of {sorted(ACTIVATIONS)}")
     _check(cfg.dataset.name in LOADERS, "dataset.name", cfg.dataset.name, f"expected one of {sorted(LOADERS)}")
+    _check(cfg.dataset.classes >= 2, "dataset.classes", cfg.dataset.classes, "expected an int >= 2")
     _check(cfg.model.depth >= 1, "model.depth", cfg.model.depth, "expected an int >= 1")
     _check(cfg.model.width >= 1, "model.width", cfg.model.width, "expected an int >= 1")
     seeds = list(cfg.seeds)
@@ -130,10 +141,10 @@ def validate(cfg: DictConfig) -> None:
     _check(all(s >= 0 for s in seeds), "seeds", seeds, "expected ints >= 0")
     _check(cfg.max_epochs >= 1, "max_epochs", cfg.max_epochs, "expected an int >= 1")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "expected an int >= 1")
-    lr = effective_lr(cfg)
-    _check(math.isfinite(lr) and lr > 0, "lr", lr, "expected a float > 0 (or null for the data set's rate)")
     _check(math.isfinite(cfg.dataset.lr) and cfg.dataset.lr > 0, "dataset.lr", cfg.dataset.lr,
            "expected a float > 0")
+    lr = effective_lr(cfg)
+    _check(math.isfinite(lr) and lr > 0, "lr", lr, "expected a float > 0 (or null for the data set's rate)")
     size = cfg.dataset.train_size
     if cfg.dataset.name == "synthetic":  # generated: every size must be given
         for key in ("train_size", "test_size", "features"):
@@ -156,6 +167,83 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.channels:
         _validate_conv(cfg)
     resolve_device(cfg.device)
+    # the store must be writable only where seeds are left to train (runner.run checks that)
+    check_folder("store", cfg.store, "the run records can be written to",
+                 write=not Path(cfg.store).expanduser().is_dir())
+    check_data_dir(cfg.dataset.name, cfg.data_dir)
+
+
+def _check_structure(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Every key is in the schema (`+key=` can add one), none is left at ???, all resolve."""
+    fields = typing.get_type_hints(schema)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise unknown_key(path, raw[key])
+        _check(not OmegaConf.is_missing(cfg, key), path, raw[key], f"missing value; expected {expected(path)}")
+        if dataclasses.is_dataclass(fields[key]):
+            _check_structure(cfg[key], fields[key], f"{path}.")
+            continue
+        try:
+            cfg[key]
+        except OmegaConfBaseException as err:
+            raise ConfigError(path, raw[key], f"cannot be resolved ({str(err).splitlines()[0]})") from None
+
+
+def check_folder(key: str, value: str, purpose: str, write: bool = True) -> None:
+    """`value` is no file; with write=True, a folder it can write to, or can make (no file in
+    the way, and the nearest existing folder above is writable)."""
+    path = Path(value).expanduser()
+    _check(not path.exists() or path.is_dir(), key, value, f"is a file; expected a folder {purpose}")
+    if not write:
+        return
+    near = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
+    _check(near.is_dir(), key, value, f"{near} is a file, so the folder cannot be made; "
+                                      f"expected a folder {purpose}")
+    _check(os.access(near, os.W_OK | os.X_OK), key, value, f"{near} is not writable; expected a folder {purpose}")
+
+
+# --- the schema in words, for errors -----------------------------------------------
+
+def _field(path: str):
+    """The schema's type at a dotted key ("dataset.train_size", "seeds[0]"), or None."""
+    typ = Config
+    for name in re.sub(r"\[\d+\]", "", path).split("."):
+        if not dataclasses.is_dataclass(typ):
+            return None
+        typ = typing.get_type_hints(typ).get(name)
+    return typ
+
+
+def expected(path: str) -> str:
+    """What the schema allows at a key, in words: "an int", "a float or null", ..."""
+    typ, leaf = _field(path), re.sub(r"\[\d+\]$", "", path).split(".")[-1]
+    args = typing.get_args(typ)
+    optional = typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in args
+    if optional:
+        typ = next(a for a in args if a is not type(None))
+    words = {int: "an int", float: "a float", bool: "true or false", str: "a string"}.get(typ)
+    if typing.get_origin(typ) is list:
+        words = f"a list of {_item(typing.get_args(typ)[0])}s, e.g. {leaf}=[0,1,2]"
+    elif dataclasses.is_dataclass(typ):
+        options = sorted(p.stem for p in (CONF_DIR / leaf).glob("*.yaml"))
+        words = f"one of {', '.join(options)}" if options else "a config group option"
+    return (words or "a value of the schema's type") + (" or null" if optional else "")
+
+
+def _item(typ) -> str:
+    return {int: "int", float: "float", bool: "bool", str: "string"}.get(typ, "value")
+
+
+def unknown_key(path: str, value) -> ConfigError:
+    """A key the schema does not have: name it, and list the keys that are there."""
+    parent = path.rpartition(".")[0]
+    schema = _field(parent) if parent else Config
+    keys = ", ".join(typing.get_type_hints(schema)) if dataclasses.is_dataclass(schema) else "none"
+    where = f"the keys of {parent}" if parent else "the top-level keys"
+    return ConfigError(path, value, f"unknown key; expected one of {where}: {keys} (keys cannot be "
+                                    f"added, not even with +{path}=)")
 
 
 def _validate_conv(cfg: DictConfig) -> None:
@@ -193,6 +281,8 @@ def effective_lr(cfg: DictConfig) -> float:
 
 def resolve_device(name: str) -> torch.device:
     """auto | cpu | cuda | cuda:N -> a device that exists here."""
+    import torch  # here, not at the top: the CLI reports a bad override without importing torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     _check(name == "cpu" or re.fullmatch(r"cuda(:\d+)?", name) is not None,

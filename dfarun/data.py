@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from .config import DfarunError
+from .config import ConfigError, DfarunError, check_folder
 
 
 @dataclass
@@ -59,16 +59,29 @@ EXPECTED_FILES = {
 }
 
 
+def check_data_dir(name: str, data_dir: str) -> None:
+    """At start, before anything is written: data_dir holds the data set (it may be read-only
+    then) or is a folder it can be downloaded into. The synthetic set reads nothing."""
+    if name not in EXPECTED_FILES:
+        return
+    folder, files = EXPECTED_FILES[name]
+    root = Path(data_dir).expanduser()
+    there = all((root / folder / f).is_file() for f in files)
+    check_folder("data_dir", data_dir, f"that holds {name} ({', '.join(files)} in {folder}/) or one "
+                                       f"it can be downloaded into", write=not there)
+
+
 def _torchvision(name: str, data_dir: str, train: bool):
     """Open one split; download into data_dir if it is missing; one-line error if that fails."""
     from torchvision import datasets
     cls = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
     root = Path(data_dir).expanduser()
+    folder, files = EXPECTED_FILES[name]
     try:
         return cls(root=str(root), train=train, download=False)
-    except Exception:  # missing, failed its checksum, or unreadable: try the download
-        pass
-    folder, files = EXPECTED_FILES[name]
+    except Exception as err:  # missing, failed its checksum, or unreadable
+        if all((root / folder / f).is_file() for f in files):  # there but bad: never download over it
+            raise _corrupt(cls, name, data_dir, err) from None
     created = [p for p in [root, *(root / folder).parents, root / folder] if not p.exists()]
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -77,11 +90,47 @@ def _torchvision(name: str, data_dir: str, train: bool):
         for path in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 path.rmdir()  # leave nothing behind but what was there: only empty dirs we made
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DfarunError(
             f"dataset={name}: expected {', '.join(files)} in {root / folder}, and the download "
-            f"failed ({reason}); download them on a machine with internet (torchvision layout) "
+            f"failed ({_first_line(err)}); download them on a machine with internet (torchvision layout) "
             f"and point data_dir= at that folder") from None
+
+
+def _corrupt(cls, name: str, data_dir: str, err: Exception) -> ConfigError:
+    """Name the first file of the set that does not read (the user deletes it; we never do)."""
+    folder, files = EXPECTED_FILES[name]
+    for f in files:
+        reason = _unreadable(cls, name, Path(data_dir).expanduser() / folder / f)
+        if reason:
+            return ConfigError("data_dir", data_dir, f"the {name} file {folder}/{f} is truncated or "
+                                                     f"corrupt ({reason}); delete it and rerun to "
+                                                     f"download it again")
+    return ConfigError("data_dir", data_dir, f"the {name} files in {folder}/ cannot be read "
+                                             f"({_first_line(err)}); delete them and rerun to download "
+                                             f"them again")
+
+
+def _unreadable(cls, name: str, path: Path) -> str | None:
+    """Why one file of a data set does not read, or None when it does."""
+    import pickle
+
+    from torchvision.datasets import cifar, mnist
+    try:
+        if name == "mnist":
+            (mnist.read_image_file if "images" in path.name else mnist.read_label_file)(str(path))
+            return None
+        md5 = dict(cls.train_list + cls.test_list + [(cls.meta["filename"], cls.meta["md5"])])
+        if not cifar.check_integrity(str(path), md5[path.name]):
+            return "its md5 sum is not the published one"
+        with open(path, "rb") as fh:
+            pickle.load(fh, encoding="latin1")
+    except Exception as err:
+        return _first_line(err)
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _mnist(cfg: DictConfig, data_dir: str) -> Raw:

@@ -32,6 +32,7 @@ def run(cfg: DictConfig) -> list[dict]:
         log.info(f"skipping seeds {sorted(done)}: records exist in {cfg.store}/ (force=true retrains)")
     todo = [s for s in seeds if s not in done]
     if todo:
+        config.check_folder("store", cfg.store, "the run records can be written to")
         done.update(_train(cfg, todo, device))
     return [done[s] for s in seeds]
 
