@@ -1,11 +1,14 @@
-"""`make bench`: seconds per MNIST-sized training epoch next to the FLOP-bound time.
+"""`make bench`: training speed next to the FLOP-bound time, and what the paper's tables cost.
 
-The FLOP bound is (matmul FLOPs of one epoch, counted by torch's FlopCounterMode on a real
-step) / (float32 GEMM throughput measured in this same run), for two throughputs: a large
-square GEMM (the machine's peak) and a GEMM of the step's own shape (64 rows x 800 x 800),
-which small batches cannot beat. Elementwise work (activations, RMSprop) is not counted, so
-a ratio near 1 means the step is as fast as its matrix multiplies can be. Speed claims live
-here, never in tests.
+The FLOP bound is (matmul and convolution FLOPs of the work, counted by torch's
+FlopCounterMode on a real step) / (float32 GEMM throughput measured in this same run), for two
+throughputs: a large square GEMM (the machine's peak) and a GEMM of the MLP step's own shape
+(64 rows x 800 x 800), which small batches cannot beat. Elementwise work (activations,
+pooling, RMSprop) is not counted, so a ratio near 1 means the step is as fast as its matrix
+products can be. Speed claims live here, never in tests.
+
+    python -m dfarun.bench                       # 2x800 tanh epochs, conv_tanh images/s
+    python -m dfarun.bench --estimate            # + hours for each table at the paper profile
 """
 from __future__ import annotations
 
@@ -18,13 +21,16 @@ import torch
 from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode
 
+from .conv import ConvArch
 from .data import Data
-from .nets import layer_sizes
+from .nets import MLPArch, layer_sizes
 from .rules import RULES
 from .train import Protocol, init_state, train_epoch, updates
 
-FEATURES, CLASSES = 784, 10  # MNIST's shape; the values are random
-PROTOCOL = Protocol(lr=1e-4, batch_size=64, max_epochs=1, compile=True)  # as `dfarun` trains MNIST
+MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
+PROTOCOL = Protocol(lr=1e-4, batch_size=64, max_epochs=1, compile=True)  # as `dfarun` trains
+CONV = ConvArch(CIFAR, (96, 128, 256), (2048, 2048), 10)  # model=conv_tanh on CIFAR-10
+TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 
 
 def matmul_gflops(m: int, k: int, n: int, device: torch.device, seconds: float = 2.0) -> float:
@@ -40,58 +46,107 @@ def matmul_gflops(m: int, k: int, n: int, device: torch.device, seconds: float =
     return best / 1e9
 
 
-def step_flops(state, rule, data: Data, batch: int) -> float:
-    """Matmul FLOPs of one step on a full batch, as torch counts them."""
-    idx = torch.arange(batch, device=data.x_train.device).expand(len(state.seeds), batch)
-    target = torch.eye(CLASSES, device=data.x_train.device)[data.y_train[idx]]
-    with FlopCounterMode(display=False) as counter:
-        updates(state.net, state.feedback, rule, data.x_train[idx], target)
-    return counter.get_total_flops()
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def bench(model: tuple[int, int, str], methods: list[str], stacks: list[int],
-          device: torch.device, gflops: dict[str, float], examples: int = 60_000,
-          protocol: Protocol = PROTOCOL) -> list[dict]:
-    depth, width, activation = model
-    batch = protocol.batch_size
+def random_data(examples: int, features: int, classes: int, device: torch.device, shape=None) -> Data:
     g = torch.Generator().manual_seed(0)
-    data = Data(torch.rand(examples, FEATURES, generator=g).to(device),
-                torch.randint(CLASSES, (examples,), generator=g).to(device),
-                torch.rand(10, FEATURES, device=device), torch.zeros(10, dtype=torch.long, device=device))
-    sizes = layer_sizes(FEATURES, depth, width, CLASSES)
+    x, y = torch.rand(examples, features, generator=g), torch.randint(classes, (examples,), generator=g)
+    return Data(x.to(device), y.to(device), x[:10].to(device), y[:10].to(device), shape=shape)
+
+
+def time_epoch(arch, method: str, seeds: int, data: Data, protocol: Protocol) -> tuple[float, float]:
+    """(seconds for one epoch over data, its matmul/conv FLOPs), all seeds stacked."""
+    device, rule = data.x_train.device, RULES[method]
+    # BP's uniform init for every method: zero weights would make some products trivially cheap
+    state = init_state(list(range(seeds)), arch, "tanh", RULES["bp"], device)
+    state.feedback = init_state(list(range(seeds)), arch, "tanh", rule, device).feedback
+    batch = min(protocol.batch_size, data.x_train.shape[0])
+    idx = torch.arange(batch, device=device).expand(seeds, batch)
+    target = torch.eye(arch.classes, device=device)[data.y_train[idx]]
+    with FlopCounterMode(display=False) as counter:
+        updates(state.net, state.feedback, rule, data.x_train[idx], target)
+    flops = counter.get_total_flops() * data.x_train.shape[0] / batch
+    warm = replace(data, x_train=data.x_train[: 3 * batch], y_train=data.y_train[: 3 * batch])
+    train_epoch(state, warm, rule, protocol)  # compile, allocator, kernel choice
+    _sync(device)
+    t = time.perf_counter()
+    train_epoch(state, data, rule, protocol)
+    _sync(device)
+    return time.perf_counter() - t, flops
+
+
+def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol: Protocol,
+               gflops: dict[str, float], per_image: bool = False) -> list[dict]:
     rows = []
     for method in methods:
-        rule = RULES[method]
         for seeds in stacks:
-            # BP's uniform init for every method: zero weights would make some products trivially cheap
-            state = init_state(list(range(seeds)), sizes, activation, RULES["bp"], device)
-            state.feedback = init_state(list(range(seeds)), sizes, activation, rule, device).feedback
-            flops = step_flops(state, rule, data, batch) * examples / batch
-            small = Data(data.x_train[: 20 * batch], data.y_train[: 20 * batch], data.x_test, data.y_test)
-            train_epoch(state, small, rule, protocol)  # warm-up: compile, allocator, kernels
-            _sync(device)
-            t = time.perf_counter()
-            train_epoch(state, data, rule, protocol)
-            _sync(device)
-            seconds = time.perf_counter() - t
+            seconds, flops = time_epoch(arch, method, seeds, data, protocol)
             peak, small = (flops / (g * 1e9) for g in gflops.values())
-            rows.append({"method": method, "seeds": seeds, "epoch s": seconds, "s / seed": seconds / seeds,
-                         "GFLOP": flops / 1e9, "bound s (peak)": peak, "ratio (peak)": seconds / peak,
-                         "bound s (64-row GEMM)": small, "ratio (64-row)": seconds / small})
+            n = data.x_train.shape[0]
+            row = {"method": method, "seeds": seeds}
+            if per_image:
+                row |= {"images/s": seeds * n / seconds, "images/s per seed": n / seconds,
+                        "CIFAR epoch s (est.)": seconds * TRAIN_SIZE["cifar10"] / n}
+            else:
+                row |= {"epoch s": seconds, "s / seed": seconds / seeds}
+            rows.append(row | {"GFLOP": flops / 1e9, "bound s (peak)": peak, "ratio (peak)": seconds / peak,
+                               "bound s (64-row GEMM)": small, "ratio (64-row)": seconds / small})
     return rows
 
 
+# --- what a paper table costs ---------------------------------------------------------------
+
+def estimate_tables(device: torch.device, examples: int, protocol: Protocol) -> list[dict]:
+    """Hours to train each table's grid at the paper profile (10 stacked seeds, 300 epochs),
+    from one timed epoch per cell on `examples` examples, scaled to the full training set.
+    An upper bound: seeds that converge early stop early."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from .config import CONF_DIR
+    from .runner import architecture
+
+    out = []
+    for table in (1, 2, 3):
+        grid = OmegaConf.load(CONF_DIR / "experiment" / f"table{table}.yaml").hydra.sweeper.params
+        seconds = 0.0
+        for row in grid.row.split(","):
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose("config", overrides=[f"experiment=table{table}", f"row={row}"])
+            shape = MNIST if cfg.dataset.name == "mnist" else CIFAR
+            features = shape[0] * shape[1] * shape[2]
+            data = random_data(examples, features, cfg.dataset.classes, device, shape)
+            arch = architecture(cfg, data)
+            p = replace(protocol, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
+                        p_conv=tuple(cfg.reg.p_conv), eps=cfg.reg.eps)
+            full = TRAIN_SIZE[cfg.dataset.name] - (10_000 if cfg.val else 0)
+            for method in grid.method.split(","):
+                epoch, _ = time_epoch(arch, method, len(cfg.seeds), data, p)
+                seconds += epoch * full / examples * cfg.max_epochs
+        out.append({"table": table, "cells": len(grid.row.split(",")) * len(grid.method.split(",")),
+                    "hours (10 seeds x 300 epochs, upper bound)": seconds / 3600})
+    return out
+
+
+# --- command line ----------------------------------------------------------------------------
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    gpu = torch.cuda.is_available()
+    p.add_argument("--device", default="cuda" if gpu else "cpu")
     p.add_argument("--methods", default="bp,dfa")
-    p.add_argument("--seeds", default="1,10", help="stack sizes to time, comma-separated")
-    p.add_argument("--examples", type=int, default=60_000, help="training examples per epoch")
+    p.add_argument("--seeds", default="1,10", help="2x800 stack sizes to time, comma-separated")
+    p.add_argument("--conv-seeds", default="1,4", help="conv_tanh stack sizes to time")
+    p.add_argument("--examples", type=int, default=60_000, help="2x800: training examples per epoch")
+    p.add_argument("--conv-examples", type=int, default=5_000 if gpu else 256,
+                   help="conv_tanh: images timed (the rate is scaled to a CIFAR epoch)")
+    p.add_argument("--estimate", action="store_true", help="also time every table cell and print hours")
+    p.add_argument("--estimate-examples", type=int, default=5_000 if gpu else 256,
+                   help="examples timed per table cell for --estimate")
+    p.add_argument("--skip", default="", help="comma-separated parts to leave out: mlp, conv")
     p.add_argument("--eager", action="store_true", help="time the eager optimizer (compile=false)")
     p.add_argument("--gemm-seconds", type=float, default=2.0, help="time spent measuring GEMM throughput")
     args = p.parse_args(argv)
@@ -100,14 +155,27 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     gflops = {"peak": matmul_gflops(2048, 2048, 2048, device, args.gemm_seconds),
               "64-row": matmul_gflops(64, 800, 800, device, args.gemm_seconds)}
-    stacks = [int(s) for s in args.seeds.split(",")]
     protocol = replace(PROTOCOL, compile=not args.eager)
-    rows = bench((2, 800, "tanh"), args.methods.split(","), stacks, device, gflops, args.examples, protocol)
-    print(f"2x800_tanh, one epoch of {args.examples:,} x {FEATURES} (batch 64) on {name}, torch {torch.__version__}, "
-          f"{'eager' if args.eager else 'compiled'} optimizer")
+    methods, skip = args.methods.split(","), args.skip.split(",")
+    print(f"{name}, torch {torch.__version__}, {'eager' if args.eager else 'compiled'} optimizer, batch 64")
     print(f"float32 GEMM throughput measured in this run: {gflops['peak']:.1f} GFLOP/s at 2048^3 (peak), "
-          f"{gflops['64-row']:.1f} GFLOP/s at 64x800x800 (the step's own shape)")
-    print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
+          f"{gflops['64-row']:.1f} GFLOP/s at 64x800x800 (the MLP step's own shape)\n")
+    if "mlp" not in skip:
+        data = random_data(args.examples, 784, 10, device)
+        rows = bench_rows(MLPArch(tuple(layer_sizes(784, 2, 800, 10))), methods,
+                          [int(s) for s in args.seeds.split(",")], data, protocol, gflops)
+        print(f"2x800_tanh, one epoch of {args.examples:,} x 784")
+        print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github") + "\n")
+    if "conv" not in skip:
+        data = random_data(args.conv_examples, 3072, 10, device, CIFAR)
+        rows = bench_rows(CONV, methods, [int(s) for s in args.conv_seeds.split(",")], data, protocol,
+                          gflops, per_image=True)
+        print(f"conv_tanh on 3x32x32 images, {args.conv_examples:,} timed")
+        print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github") + "\n")
+    if args.estimate:
+        rows = estimate_tables(device, args.estimate_examples, protocol)
+        print(f"Paper-profile cost per table ({args.estimate_examples:,} examples timed per cell)")
+        print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ BRACKET_ABOVE = {"mnist": 0.01, "cifar10": 0.1, "cifar100": 0.1}  # % train erro
 CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 DECIMALS = {"mnist": 2, "cifar10": 1, "cifar100": 1}  # as the paper prints its test errors
 NO_LEARNING = 0.9  # a seed "did not converge" when its train error is >= 90% of chance error
-PENDING = {"CONV Tanh": "pending: conv net not implemented yet"}
 DASH = "—"
 
 
@@ -93,8 +92,6 @@ def aggregate(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cell(c: pd.Series | None, dataset: str, row: str) -> str:
-    if row in PENDING:
-        return PENDING[row]
     if c is None:
         return "not run"
     if c.n_learned == 0:
