@@ -179,6 +179,7 @@ def _context(cfg: DictConfig, device: torch.device, stacked: int) -> dict:
         "config": config,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "stacked_seeds": stacked,
+        "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "git_commit": _git_commit(),

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import logging
 import math
+import reprlib
 import sys
 from importlib import resources
 from pathlib import Path
@@ -89,7 +90,7 @@ def _field(obj: dict, key: str, kind: type, optional: bool = False):
     if kind is float and ok:
         ok = math.isfinite(value)
     if not ok:
-        raise ValueError(f"not a dfarun record: {key}={value!r}, expected {'null or ' * optional}{kind.__name__}")
+        raise ValueError(f"not a dfarun record: {key}={reprlib.repr(value)}, expected {'null or ' * optional}{kind.__name__}")
     return value
 
 
