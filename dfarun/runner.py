@@ -35,18 +35,19 @@ def run(cfg: DictConfig) -> list[dict]:
     if done:
         log.info(f"skipping seeds {sorted(done)}: records exist in {cfg.store}/ (force=true retrains)")
     ckpt = store.checkpoint_path(cfg)
-    if len(done) == len(seeds) and not ckpt.exists():
-        return [done[s] for s in seeds]
-    job = store.acquire(store.job_lock(cfg), wait=False)
-    if job is None:
-        log.info(f"waiting: an identical job (same experiment and seeds) is running on {cfg.store}/")
-        job = store.acquire(store.job_lock(cfg), wait=True)
-    try:
-        while todo := [s for s in seeds if s not in done]:
-            done.update(_round(cfg, todo, device, stale))
-        store.drop_checkpoint(ckpt)  # left by a killed run of this job whose seeds others finished
-    finally:
-        job.release()
+    if len(done) < len(seeds) or ckpt.exists():
+        job = store.acquire(store.job_lock(cfg), wait=False)
+        if job is None:
+            log.info(f"waiting: an identical job (same experiment and seeds) is running on {cfg.store}/")
+            job = store.acquire(store.job_lock(cfg), wait=True)
+        try:
+            while todo := [s for s in seeds if s not in done]:
+                done.update(_round(cfg, todo, device, stale))
+            store.drop_checkpoint(ckpt)  # left by a killed run of this job whose seeds others finished
+        finally:
+            job.release()
+    # lock files of a job killed after its last record: nobody would take those locks again
+    store.drop_stale_locks([store.job_lock(cfg), *(store.seed_lock(cfg, s) for s in seeds)])
     return [done[s] for s in seeds]
 
 

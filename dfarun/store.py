@@ -251,6 +251,13 @@ def acquire(path: Path, wait: bool) -> Lock | None:
         os.close(fd)
 
 
+def drop_stale_locks(paths: list[Path]) -> None:
+    """Remove the lock files among `paths` that no live process holds."""
+    for path in paths:
+        if path.exists() and (lock := acquire(path, wait=False)) is not None:
+            lock.release()
+
+
 def seed_lock(cfg: DictConfig, seed: int) -> Path:
     return Path(cfg.store).expanduser() / "locks" / f"{_stem(cfg)}_seed{seed}.lock"
 
