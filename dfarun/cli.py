@@ -9,10 +9,12 @@ several lines and exit code 1). It imports no torch until the config is known to
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
-from omegaconf import DictConfig, open_dict
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from .config import CONF_DIR, ConfigError, DfarunError, expected, unknown_key, validate
@@ -21,10 +23,36 @@ CONFIG_NAME = "config"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
+def _jobs(threads_per_job: int = 4) -> int:
+    """Parallel jobs for this machine: one per `threads_per_job` usable cores (at least one).
+    conf/hydra/launcher/parallel.yaml: ${dfarun.jobs:4}."""
+    import joblib  # counts the cores this process may use (affinity, cgroup quota)
+    return max(1, joblib.cpu_count() // int(threads_per_job))
+
+
+OmegaConf.register_new_resolver("dfarun.jobs", _jobs, replace=True)
+
+
+def _set_threads() -> None:
+    """Torch's CPU threads for this job: $DFARUN_THREADS, else the cores a submitit launcher
+    gives each job (hydra.launcher.cpus_per_task). Otherwise torch's default stands: every core
+    for a plain run, cores // n_jobs in joblib's workers (joblib sets OMP_NUM_THREADS there)."""
+    threads = os.environ.get("DFARUN_THREADS", "")
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise DfarunError(f"DFARUN_THREADS={threads!r}: expected an int >= 1")
+    elif HydraConfig.initialized():
+        threads = str(OmegaConf.select(HydraConfig.get(), "launcher.cpus_per_task", default=None) or "")
+    if threads:
+        import torch  # not before the config is known to compose: errors stay fast
+        torch.set_num_threads(int(threads))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def _main(cfg: DictConfig) -> None:
     from .runner import run
     try:
+        _set_threads()
         run(cfg)
     except DfarunError as err:
         _fail(err)

@@ -23,18 +23,87 @@ log = logging.getLogger("dfarun")
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    """Train every seed of `cfg` that has no record yet; return all of its seeds' records."""
+    """Train every seed of `cfg` that has no record yet; return all of its seeds' records.
+
+    Jobs sharing a store coordinate through locks (store.py): this job trains only the seeds it
+    has locked; a seed that another live job is training is waited for and its record read (if
+    that job dies instead, this one trains the seed). Two identical jobs run one after the other."""
     validate(cfg)
     device = resolve_device(cfg.device)
     seeds = list(cfg.seeds)
-    done = {} if cfg.force else {s: r for s in seeds if (r := store.read(store.record_path(cfg, s)))}
+    # force=true replaces the records there now, but not one another job writes meanwhile
+    stale = {s: _stamp(store.record_path(cfg, s)) for s in seeds} if cfg.force else {}
+    done = _finished(cfg, seeds, stale)
     if done:
         log.info(f"skipping seeds {sorted(done)}: records exist in {cfg.store}/ (force=true retrains)")
-    todo = [s for s in seeds if s not in done]
-    if todo:
+    ckpt = store.checkpoint_path(cfg)
+    if len(done) < len(seeds) or ckpt.exists():
         config.check_folder("store", cfg.store, "the run records can be written to")
-        done.update(_train(cfg, todo, device))
+        job = store.acquire(store.job_lock(cfg), wait=False)
+        if job is None:
+            log.info(f"waiting: an identical job (same experiment and seeds) is running on {cfg.store}/")
+            job = store.acquire(store.job_lock(cfg), wait=True)
+        try:
+            while todo := [s for s in seeds if s not in done]:
+                done.update(_round(cfg, todo, device, stale))
+            store.drop_checkpoint(ckpt)  # left by a killed run of this job whose seeds others finished
+        finally:
+            job.release()
+    # lock files of a job killed after its last record: nobody would take those locks again
+    store.drop_stale_locks([store.job_lock(cfg), *(store.seed_lock(cfg, s) for s in seeds)])
     return [done[s] for s in seeds]
+
+
+def _round(cfg: DictConfig, todo: list[int], device: torch.device, stale: dict) -> dict[int, dict]:
+    """Lock the seeds of `todo` no other job is training (when all are taken, wait for the first)
+    and train them; return the records this round produced or found."""
+    locks = _lock(cfg, todo, wait=False)
+    if not locks:
+        log.info(f"waiting for seeds {todo}: another job is training them; their records are read when it ends")
+        locks = _lock(cfg, todo[:1], wait=True)
+    try:
+        done = _finished(cfg, list(locks), stale)  # finished by the job that held the lock before
+        train = [s for s in locks if s not in done]
+        for seed in train:  # temp files of a job killed while writing these records
+            store.drop_temps(store.record_path(cfg, seed))
+            store.drop_temps(store.record_path(cfg, seed).with_suffix(".pt"))
+        resumable = [] if cfg.force else [s for s in train if s in store.checkpoint_seeds(store.checkpoint_path(cfg))]
+        if resumable:  # a killed run of this job trained these: resume them, the others next round
+            train = resumable
+        if train:
+            done.update(_train(cfg, train, device))
+        return done
+    finally:
+        for lock in locks.values():
+            lock.release()
+
+
+def _lock(cfg: DictConfig, seeds: list[int], wait: bool) -> dict[int, store.Lock]:
+    locks = {}
+    for seed in seeds:
+        if (lock := store.acquire(store.seed_lock(cfg, seed), wait)) is not None:
+            locks[seed] = lock
+    return locks
+
+
+def _finished(cfg: DictConfig, seeds: list[int], stale: dict) -> dict[int, dict]:
+    """The records of `seeds` on disk, less those force=true is replacing (`stale`)."""
+    done = {}
+    for seed in seeds:
+        path = store.record_path(cfg, seed)
+        stamp = _stamp(path)  # before reading: a record replaced in between then counts as stale
+        if (rec := store.read(path)) is not None and (seed not in stale or stamp != stale[seed]):
+            done[seed] = rec
+    return done
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime): a record rewritten by os.replace gets a new inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int, dict]:
@@ -129,6 +198,7 @@ def _context(cfg: DictConfig, device: torch.device, stacked: int) -> dict:
         "config": config,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "stacked_seeds": stacked,
+        "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "git_commit": _git_commit(),

@@ -1,4 +1,5 @@
-"""Run records: one JSON file per (experiment, seed), written atomically.
+"""Run records: one JSON file per (experiment, seed), written atomically; and the locks that
+let many jobs share one store.
 
 The experiment is the part of the config that changes the numbers (data set, model, method,
 learning rate, batch size, epoch budget); where the data live, which device ran it and
@@ -8,6 +9,7 @@ part, so a rerun of the same experiment finds its finished seeds and skips them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -29,6 +31,8 @@ FORMAT = 2  # bump when the record layout changes (2: row label, best_val)
 RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "save_weights", "profile",
                 "table", "figure")
 
+
+# --- names ------------------------------------------------------------------------------------
 
 def experiment(cfg: DictConfig) -> dict:
     exp = OmegaConf.to_container(cfg, resolve=True)
@@ -75,6 +79,8 @@ def checkpoint_path(cfg: DictConfig) -> Path:
     return Path(cfg.store).expanduser() / "checkpoints" / f"{_stem(cfg)}_seeds-{seeds}.pt"
 
 
+# --- checkpoints and weights -----------------------------------------------------------------
+
 def save_checkpoint(path: Path, state: dict) -> None:
     atomic_save(path, state)
 
@@ -95,6 +101,17 @@ def load_checkpoint(path: Path) -> dict | None:
         return None
 
 
+def checkpoint_seeds(path: Path) -> list[int]:
+    """The seeds the checkpoint at path holds; [] when there is none or it cannot be read
+    (quietly: the run that reads it says why)."""
+    if not path.exists():
+        return []
+    try:
+        return list(torch.load(path, map_location="cpu", weights_only=True)["seeds"])
+    except Exception:
+        return []
+
+
 def save_weights(path: Path, net) -> None:
     """One seed's final network (save_weights=true), for analyses such as Figure 3."""
     _atomic(path, lambda f: torch.save({"weights": [w[0] for w in net.weights],
@@ -103,13 +120,21 @@ def save_weights(path: Path, net) -> None:
 
 
 def drop_checkpoint(path: Path) -> None:
-    """The job is done: remove its checkpoint (and the folder, once empty)."""
+    """The job is done: remove its checkpoint (and the folder, once empty). Only the holder of
+    the job's lock calls this, so no live job is writing the temp files it removes."""
     path.unlink(missing_ok=True)
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):  # left by a job killed mid-write
-        tmp.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
+    drop_temps(path)
+    with contextlib.suppress(OSError):  # another job's checkpoint may still be there
         path.parent.rmdir()
 
+
+def drop_temps(path: Path) -> None:
+    """Remove the temp files a job killed while writing `path` left behind."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+# --- records -------------------------------------------------------------------------------------
 
 def records(root: Path) -> Iterator[tuple[Path, dict | None]]:
     """Every *.json in root with its record (None where it is not a finished record of ours)."""
@@ -120,10 +145,24 @@ def records(root: Path) -> Iterator[tuple[Path, dict | None]]:
 def read(path: Path) -> dict | None:
     """The record at path, or None when it is missing or not a finished record of ours."""
     try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return load(path)
+    except ValueError:
         return None
-    return rec if isinstance(rec, dict) and rec.get("format") == FORMAT else None
+
+
+def load(path: Path) -> dict:
+    """The record at path; ValueError saying why when it is not a finished record of ours."""
+    try:
+        rec = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"unreadable ({err.strerror or type(err).__name__})") from None
+    except ValueError as err:  # truncated, empty, not UTF-8
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"a JSON {type(rec).__name__}, not a record")
+    if rec.get("format") != FORMAT:
+        raise ValueError(f"format {rec.get('format')!r}; this version reads format {FORMAT}")
+    return rec
 
 
 def write(path: Path, record: dict) -> None:
@@ -132,8 +171,7 @@ def write(path: Path, record: dict) -> None:
 
 def _atomic(path: Path, dump, binary: bool = False) -> None:
     """Temp file in the same directory, fsync, rename: readers see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _in_folder(path, lambda: tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             dump(f)
@@ -146,6 +184,18 @@ def _atomic(path: Path, dump, binary: bool = False) -> None:
         raise
 
 
+def _in_folder(path: Path, create):
+    """create() a file in path's folder, making the folder first. Another job that just emptied
+    the folder (checkpoints/, locks/) may remove it between the two steps: then again."""
+    for _ in range(100):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return create()
+        except FileNotFoundError:
+            continue
+    return create()
+
+
 def _finite(obj):
     """JSON has no NaN/inf: a diverged seed's numbers become null."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -155,3 +205,67 @@ def _finite(obj):
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
+
+
+# --- locks: which job trains what ------------------------------------------------------------
+# Many jobs may share one store: a sweep's parallel jobs, two sweeps of overlapping grids, a rerun
+# started while the first run still lives. Two rules keep them from colliding:
+#   - a job trains a seed only while it holds the (experiment, seed) lock, and only the holder
+#     writes that seed's record, so no seed is trained twice at once and no record twice;
+#   - a job writes its checkpoint only while it holds its job lock (experiment + seed list, the
+#     checkpoint's name), so two identical jobs never write or drop each other's checkpoint.
+# They are flock(2) locks on empty files under <store>/locks/. The kernel releases them when the
+# process dies, SIGKILL included, so a lock is never stale; a file left by a killed job is
+# harmless and goes when the next job takes and releases that lock.
+
+
+class Lock:
+    """An flock held on `path`. release() removes the file, then drops the lock."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        # unlink while still holding: a job that opened the file meanwhile sees that it was
+        # removed once it gets the lock (acquire's check) and starts again on a fresh file
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = -1
+        with contextlib.suppress(OSError):  # other jobs' locks may still be there
+            self.path.parent.rmdir()
+
+
+def acquire(path: Path, wait: bool) -> Lock | None:
+    """The lock on `path`; None when another process holds it and wait is False."""
+    while True:
+        fd = _in_folder(path, lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # the previous holder may have removed the file before we got the lock: ours would then
+        # be on a file no other job can find, so start again on whatever the path holds now
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return Lock(path, fd)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def drop_stale_locks(paths: list[Path]) -> None:
+    """Remove the lock files among `paths` that no live process holds."""
+    for path in paths:
+        if path.exists() and (lock := acquire(path, wait=False)) is not None:
+            lock.release()
+
+
+def seed_lock(cfg: DictConfig, seed: int) -> Path:
+    return Path(cfg.store).expanduser() / "locks" / f"{_stem(cfg)}_seed{seed}.lock"
+
+
+def job_lock(cfg: DictConfig) -> Path:
+    return Path(cfg.store).expanduser() / "locks" / f"{checkpoint_path(cfg).stem}.lock"

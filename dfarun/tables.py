@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
+import reprlib
 import sys
 from importlib import resources
 from pathlib import Path
@@ -38,27 +40,57 @@ def paper_results() -> pd.DataFrame:
 
 
 def load_records(root: Path) -> pd.DataFrame:
-    """One row per finished record in `root`; anything else is skipped with one warning line."""
-    rows = []
-    for path, rec in store.records(root):
+    """One row per finished record in `root`. Anything else (broken or truncated JSON, another
+    program's JSON, an older record format, fields of the wrong type, a second record of the same
+    (experiment, seed)) is skipped with one warning line and not counted. Temp files of writes
+    in progress are not *.json and are never read."""
+    rows, seen = [], {}
+    for path in sorted(Path(root).glob("*.json")):
         try:
-            rows.append(_row(rec))
-        except (KeyError, TypeError, AttributeError):
-            print(f"warning: skipping {path}: not a dfarun record of format {store.FORMAT}", file=sys.stderr)
+            row = _row(store.load(path))
+        except ValueError as err:
+            print(f"warning: skipping {path}: {err}", file=sys.stderr)
+            continue
+        ident = tuple(row[k] for k in ("dataset", "row", "method", "key", "seed"))
+        if ident in seen:  # a copied file: the same seed must not count twice
+            print(f"warning: skipping {path}: a second record of key {row['key']} seed {row['seed']} "
+                  f"(first: {seen[ident].name})", file=sys.stderr)
+            continue
+        seen[ident] = path
+        rows.append(row)
     columns = ["dataset", "row", "method", "key", "seed", "profile", "seeds_asked", "max_epochs",
                "epochs", "stop", "train_error", "test_error"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def _row(rec: dict) -> dict:
-    cfg = rec["config"]
-    chosen = rec.get("best_val") or rec  # dropout rows: the epoch chosen on validation
+    """The table's fields of a record; ValueError naming the first missing or mistyped one."""
+    cfg = _field(rec, "config", dict)
+    chosen = _field(rec, "best_val", dict, optional=True) or rec  # dropout rows: the epoch chosen on validation
+    seeds = _field(cfg, "seeds", list)
     return {
-        "dataset": cfg["dataset"]["name"], "row": rec["row"], "method": cfg["method"]["name"],
-        "key": rec["key"], "seed": rec["seed"], "profile": cfg.get("profile", "default"),
-        "seeds_asked": len(cfg["seeds"]), "max_epochs": cfg["max_epochs"],
-        "epochs": rec["epochs"], "stop": rec["stop"],
-        "train_error": chosen["train_error"], "test_error": chosen["test_error"]}
+        "dataset": _field(_field(cfg, "dataset", dict), "name", str), "row": _field(rec, "row", str),
+        "method": _field(_field(cfg, "method", dict), "name", str),
+        "key": _field(rec, "key", str), "seed": _field(rec, "seed", int),
+        "profile": _field(cfg, "profile", str, optional=True) or "default",
+        "seeds_asked": len(seeds), "max_epochs": _field(cfg, "max_epochs", int),
+        "epochs": _field(rec, "epochs", int), "stop": _field(rec, "stop", str),
+        "train_error": _field(chosen, "train_error", float, optional=True),
+        "test_error": _field(chosen, "test_error", float, optional=True)}
+
+
+def _field(obj: dict, key: str, kind: type, optional: bool = False):
+    """obj[key] if it is a `kind` (None allowed when optional; an int is a float; a bool is
+    neither); ValueError otherwise."""
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+    if kind is float and ok:
+        ok = math.isfinite(value)
+    if not ok:
+        raise ValueError(f"not a dfarun record: {key}={reprlib.repr(value)}, expected {'null or ' * optional}{kind.__name__}")
+    return value
 
 
 # --- aggregation -------------------------------------------------------------------------------

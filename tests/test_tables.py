@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -103,6 +105,52 @@ def test_foreign_and_broken_files_are_skipped_with_a_warning(tmp_path, capsys):
     assert list(frame.seed) == [0]
     err = capsys.readouterr().err
     assert err.count("warning: skipping") == 4
+
+
+BAD_FILES = {
+    "list.json": "[1, 2]",
+    "number.json": "3",
+    "empty.json": "",
+    "truncated.json": json.dumps(record())[:-40],
+    "binary.json": b"\x89PNG\r\n\x1a\n\x00\xff",
+    "format1.json": json.dumps({**record(), "format": 1}),
+    "no_format.json": json.dumps({k: v for k, v in record().items() if k != "format"}),
+    "seed_str.json": json.dumps(record(seed="3")),
+    "seed_bool.json": json.dumps(record(seed=True)),
+    "test_str.json": json.dumps(record(test="1.5")),
+    "test_nan.json": json.dumps(record(test=float("nan"))),
+    "config_list.json": json.dumps({**record(), "config": [1]}),
+    "no_row.json": json.dumps({k: v for k, v in record().items() if k != "row"}),
+    "dataset_str.json": json.dumps({**record(), "config": {**record()["config"], "dataset": "mnist"}}),
+    "best_val_list.json": json.dumps(record(best_val=[1.3])),
+}
+
+
+def test_tables_cli_skips_every_kind_of_bad_file_with_one_line_and_counts_none(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed in (0, 1):
+        store.write(runs / f"good{seed}.json", record(seed=seed, test=1.0 + seed))
+    store.write(runs / "good0_copy.json", record(seed=0, test=9.0))       # same (key, seed): not twice
+    for name, text in BAD_FILES.items():
+        (runs / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    (runs / ".good2.json.abc123.tmp").write_text('{"format": 2, "ke')      # a write in progress
+    (runs / "folder.json").mkdir()                                        # not even a file
+    (runs / "notes.txt").write_text("not a record")
+
+    frame = tables.load_records(runs)
+    assert sorted(frame.seed) == [0, 1] and sorted(frame.test_error) == [1.0, 2.0]
+    err = capsys.readouterr().err.splitlines()
+    skipped = {Path(re.match(r"warning: skipping (\S+): \S", line)[1]).name for line in err}
+    assert skipped == set(BAD_FILES) | {"good0_copy.json", "folder.json"}
+    assert len(err) == len(skipped)                                        # one line each
+    assert all(line.startswith("warning: skipping ") for line in err)
+
+    assert tables.main(["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1"]) == 0
+    out = capsys.readouterr()
+    assert "1.50 ± 0.71%" in out.out                                        # seeds 0 and 1 only
+    assert out.err.count("warning: skipping") == len(skipped)
+    assert "Traceback" not in out.err
 
 
 def test_cli_writes_md_tex_csv(tmp_path, capsys):

@@ -1,0 +1,73 @@
+"""Sweeps through Hydra's parallel launchers: joblib (hydra/launcher=parallel) and submitit's
+local executor (the Slurm launcher's stand-in without a cluster), run as a user runs them.
+
+Each sweep is one `dfarun -m` call of two tiny jobs; each job runs in its own process, so a
+test pays the imports three times (~15-25 s on two cores).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import joblib
+from omegaconf import OmegaConf
+
+from dfarun import store
+from dfarun.config import CONF_DIR
+
+from conftest import DFARUN, TINY, cli_env
+
+
+def dfarun(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*DFARUN, *args], cwd=cwd, env=cli_env(**env), capture_output=True,
+                          text=True, timeout=240)
+
+
+def sweep_records(runs: Path) -> list[dict]:
+    recs = [store.read(p) for p in sorted(runs.glob("*.json"))]
+    assert all(r is not None for r in recs)
+    return recs
+
+
+def test_joblib_sweep_runs_two_jobs_in_parallel_with_cores_split_between_them(tmp_path):
+    runs = tmp_path / "runs"
+    out = dfarun(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "method=bp,dfa",
+                 "model=3x50_tanh", "seeds=[0,1]", *TINY, f"store={runs}")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
+    recs = sweep_records(runs)
+    assert sorted((r["config"]["method"]["name"], r["seed"]) for r in recs) == [
+        ("bp", 0), ("bp", 1), ("dfa", 0), ("dfa", 1)]
+    assert all(r["epochs"] == 2 and r["stacked_seeds"] == 2 for r in recs)
+    # joblib gives each of the 2 workers half the cores: no oversubscription
+    assert {r["cpu_threads"] for r in recs} == {max(1, joblib.cpu_count() // 2)}
+    assert sorted(os.listdir(runs)) == sorted([p.name for p in runs.glob("*.json")] + ["sweeps"])
+    assert len(list(runs.glob("sweeps/*/multirun.yaml"))) == 1
+
+
+def test_submitit_local_sweep_writes_its_records_and_logs_under_the_store(tmp_path):
+    runs = tmp_path / "runs"
+    out = dfarun(tmp_path, "-m", "hydra/launcher=submitit_local", "method=bp,dfa", "model=3x50_tanh",
+                 *TINY, f"store={runs}", DFARUN_THREADS="1")
+    assert out.returncode == 0, out.stderr
+    recs = sweep_records(runs)
+    assert sorted(r["config"]["method"]["name"] for r in recs) == ["bp", "dfa"]
+    assert {r["cpu_threads"] for r in recs} == {1}                # DFARUN_THREADS reached the jobs
+    [sweep] = runs.glob("sweeps/*")
+    logs = sorted(sweep.glob(".submitit/*/*_log.out"))
+    assert len(logs) == 2
+    assert all("seed 0: max_epochs after 2 epochs" in log.read_text() for log in logs)
+    assert os.listdir(tmp_path) == ["runs"]                       # nothing outside the store
+
+
+def test_presets_extend_the_plugins_and_name_what_a_cluster_user_edits():
+    slurm = OmegaConf.load(CONF_DIR / "hydra" / "launcher" / "slurm.yaml")
+    assert slurm.defaults == ["submitit_slurm"]
+    for key in ("partition", "timeout_min", "gpus_per_node", "cpus_per_task", "array_parallelism"):
+        assert key in slurm
+    parallel = OmegaConf.load(CONF_DIR / "hydra" / "launcher" / "parallel.yaml")
+    assert parallel.defaults == ["joblib"]
+    from dfarun.cli import _jobs                                  # the ${dfarun.jobs:4} resolver
+    assert _jobs(4) == max(1, joblib.cpu_count() // 4) and _jobs(10**6) == 1
