@@ -38,6 +38,8 @@ def run(cfg: DictConfig) -> list[dict]:
         log.info(f"skipping seeds {sorted(done)}: records exist in {cfg.store}/ (force=true retrains)")
     ckpt = store.checkpoint_path(cfg)
     if len(done) < len(seeds) or ckpt.exists():
+        # the data first: a missing or corrupt file stops the job before it writes anything
+        data = _data(cfg, device) if len(done) < len(seeds) else None
         config.check_folder("store", cfg.store, "the run records can be written to")
         job = store.acquire(store.job_lock(cfg), wait=False)
         if job is None:
@@ -45,7 +47,7 @@ def run(cfg: DictConfig) -> list[dict]:
             job = store.acquire(store.job_lock(cfg), wait=True)
         try:
             while todo := [s for s in seeds if s not in done]:
-                done.update(_round(cfg, todo, device, stale))
+                done.update(_round(cfg, todo, data, device, stale))
             store.drop_checkpoint(ckpt)  # left by a killed run of this job whose seeds others finished
         finally:
             job.release()
@@ -54,7 +56,7 @@ def run(cfg: DictConfig) -> list[dict]:
     return [done[s] for s in seeds]
 
 
-def _round(cfg: DictConfig, todo: list[int], device: torch.device, stale: dict) -> dict[int, dict]:
+def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, stale: dict) -> dict[int, dict]:
     """Lock the seeds of `todo` no other job is training (when all are taken, wait for the first)
     and train them; return the records this round produced or found."""
     locks = _lock(cfg, todo, wait=False)
@@ -71,7 +73,7 @@ def _round(cfg: DictConfig, todo: list[int], device: torch.device, stale: dict) 
         if resumable:  # a killed run of this job trained these: resume them, the others next round
             train = resumable
         if train:
-            done.update(_train(cfg, train, device))
+            done.update(_train(cfg, train, data, device))
         return done
     finally:
         for lock in locks.values():
@@ -106,13 +108,18 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def _train(cfg: DictConfig, seeds: list[int], device: torch.device) -> dict[int, dict]:
+def _data(cfg: DictConfig, device: torch.device) -> Data:
+    """The data set on the device: split for validation and whitened as the config asks."""
     data = load(cfg.dataset, cfg.data_dir, device)
     if cfg.val:
         data = data.hold_out(config.VAL_SIZE)
     if whitened(cfg):  # fitted on what is trained on: the validation images stay unseen
         cache = None if cfg.dataset.name == "synthetic" else Path(cfg.data_dir).expanduser() / CACHE_DIR
         data = whiten(data, cfg.dataset.zca_eps, cache, cfg.dataset.name)
+    return data
+
+
+def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device) -> dict[int, dict]:
     rule = RULES[cfg.method.name]
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
                         schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,

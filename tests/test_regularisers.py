@@ -205,7 +205,7 @@ def test_adversarial_reg_trains_through_run_with_eps_008(make_cfg, monkeypatch):
     assert len(calls) == 2 * 4                  # every batch of 2 epochs x 256/64 batches
     for rec in records:
         assert rec["config"]["reg"] == {"name": "adversarial", "label": " + ADV",
-                                        "p_input": 0.0, "p_hidden": 0.0, "eps": 0.08}
+                                        "p_input": 0.0, "p_hidden": 0.0, "p_conv": [], "eps": 0.08}
         assert rec["row"] == "3x50 Tanh + ADV"
         assert rec["stop"] == "max_epochs" and len(rec["history"]) == 2
         assert all(math.isfinite(h["train_loss"]) for h in rec["history"])

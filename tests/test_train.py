@@ -116,8 +116,10 @@ def test_a_diverged_seed_stops_and_the_others_go_on(toy_data):
 
 def test_bench_runs_and_prints_its_table(capsys):
     from dfarun import bench
-    bench.main(["--examples", "256", "--seeds", "1,2", "--gemm-seconds", "0.05", "--device", "cpu", "--eager"])
+    bench.main(["--examples", "256", "--seeds", "1,2", "--gemm-seconds", "0.05", "--device", "cpu", "--eager",
+                "--conv-examples", "4", "--conv-seeds", "1,2"])
     out = capsys.readouterr().out
     assert "GFLOP/s at 2048^3" in out
     rows = [line for line in out.splitlines() if line.startswith("| bp") or line.startswith("| dfa")]
-    assert len(rows) == 4  # 2 methods x 2 stack sizes
+    assert len(rows) == 8  # 2 methods x 2 stack sizes, for 2x800 and conv_tanh
+    assert "conv_tanh on 3x32x32 images" in out and "images/s" in out
