@@ -34,7 +34,7 @@ test: install  ## run the test suite (synthetic data, CPU, a few minutes)
 run: install  ## train 2x800 tanh with DFA on MNIST (the default experiment)
 	$(BIN)/dfarun method=dfa model=2x800_tanh $(DATA) $(ARGS)
 
-bench: install  ## seconds per MNIST-sized epoch next to the FLOP bound
+bench: install  ## 2x800 epoch seconds and conv_tanh images/s next to the FLOP bound (ARGS=--estimate: hours per table)
 	$(BIN)/python -m dfarun.bench $(ARGS)
 
 table%: install  ## table1|table2|table3: sweep a paper table's grid (paper profile), then render it

@@ -99,7 +99,7 @@ def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol
 
 # --- what a paper table costs ---------------------------------------------------------------
 
-def estimate_tables(device: torch.device, examples: int, protocol: Protocol) -> list[dict]:
+def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tables=(1, 2, 3)) -> list[dict]:
     """Hours to train each table's grid at the paper profile (10 stacked seeds, 300 epochs),
     from one timed epoch per cell on `examples` examples, scaled to the full training set.
     An upper bound: seeds that converge early stop early."""
@@ -110,7 +110,7 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol) -> 
     from .runner import architecture
 
     out = []
-    for table in (1, 2, 3):
+    for table in tables:
         grid = OmegaConf.load(CONF_DIR / "experiment" / f"table{table}.yaml").hydra.sweeper.params
         seconds = 0.0
         for row in grid.row.split(","):
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--estimate", action="store_true", help="also time every table cell and print hours")
     p.add_argument("--estimate-examples", type=int, default=5_000 if gpu else 256,
                    help="examples timed per table cell for --estimate")
+    p.add_argument("--tables", default="1,2,3", help="tables to estimate, comma-separated")
     p.add_argument("--skip", default="", help="comma-separated parts to leave out: mlp, conv")
     p.add_argument("--eager", action="store_true", help="time the eager optimizer (compile=false)")
     p.add_argument("--gemm-seconds", type=float, default=2.0, help="time spent measuring GEMM throughput")
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"conv_tanh on 3x32x32 images, {args.conv_examples:,} timed")
         print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github") + "\n")
     if args.estimate:
-        rows = estimate_tables(device, args.estimate_examples, protocol)
+        rows = estimate_tables(device, args.estimate_examples, protocol,
+                               [int(t) for t in args.tables.split(",")])
         print(f"Paper-profile cost per table ({args.estimate_examples:,} examples timed per cell)")
         print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
 

@@ -123,3 +123,19 @@ def test_bench_runs_and_prints_its_table(capsys):
     rows = [line for line in out.splitlines() if line.startswith("| bp") or line.startswith("| dfa")]
     assert len(rows) == 8  # 2 methods x 2 stack sizes, for 2x800 and conv_tanh
     assert "conv_tanh on 3x32x32 images" in out and "images/s" in out
+
+
+def test_table_estimate_scales_one_timed_epoch_to_the_paper_profile(monkeypatch):
+    """hours = Σ over cells of (epoch seconds on the timed examples) x (full set / timed) x 300."""
+    from dfarun import bench
+    timed = []
+    monkeypatch.setattr(bench, "time_epoch", lambda arch, method, seeds, data, p: (
+        timed.append((type(arch).__name__, method, seeds, data.x_train.shape[0], p.p_hidden)), (2.0, 0.0))[1])
+    (row,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2])
+    assert {t[0] for t in timed} == {"MLPArch", "ConvArch"} and {t[2] for t in timed} == {10}
+    assert len(timed) == row["cells"] == 4 * 3  # rows x BP/FA/DFA, the conv row included
+    # 3x1000 + DO trains on 40,000 images (validation hold-out), the others on 50,000
+    dropout_cells = sum(t[4] == 0.5 for t in timed)
+    assert dropout_cells == 3
+    expected = 2.0 * 300 / 8 * (50_000 * (12 - dropout_cells) + 40_000 * dropout_cells) / 3600
+    assert row["hours (10 seeds x 300 epochs, upper bound)"] == pytest.approx(expected)
