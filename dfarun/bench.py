@@ -25,7 +25,8 @@ from .conv import ConvArch
 from .data import Data
 from .nets import MLPArch, layer_sizes
 from .rules import RULES
-from .train import Protocol, init_state, train_epoch, updates
+from .state import init_state
+from .train import Protocol, train_epoch, updates
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 PROTOCOL = Protocol(lr=1e-4, batch_size=64, max_epochs=1, compile=True)  # as `dfarun` trains

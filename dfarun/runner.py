@@ -16,8 +16,9 @@ from .conv import ConvArch
 from .data import Data, load
 from .nets import MLPArch, layer_sizes
 from .rules import RULES
+from .state import State, init_state
+from .train import Protocol, SeedResult, fit
 from .whiten import CACHE_DIR, whiten
-from .train import Protocol, SeedResult, State, fit, init_state
 
 log = logging.getLogger("dfarun")
 

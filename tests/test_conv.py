@@ -9,7 +9,8 @@ from dfarun.conv import ConvArch, ConvNet
 from dfarun.data import Data
 from dfarun.nets import Dropout
 from dfarun.rules import RULES
-from dfarun.train import Protocol, State, errors_on, init_state, train_epoch, updates
+from dfarun.state import State, init_state
+from dfarun.train import Protocol, errors_on, train_epoch, updates
 
 CPU = torch.device("cpu")
 ARCH = ConvArch(in_shape=(2, 12, 12), channels=(3, 4), fc=(6,), classes=3)  # pools 12 -> 5 -> 2

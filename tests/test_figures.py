@@ -7,7 +7,8 @@ import torch
 from dfarun import figures, store
 from dfarun.rules import RULES
 from dfarun.runner import run
-from dfarun.train import Protocol, fit, init_state
+from dfarun.state import init_state
+from dfarun.train import Protocol, fit
 
 
 def record(model, method, seed, epochs=4, freeze=0, key=None, stop="max_epochs"):
@@ -63,7 +64,7 @@ def test_dfa_first_is_bp_above_and_direct_feedback_below():
     torch.manual_seed(0)
     sizes = [10, 6, 6, 6, 3]
     state = init_state([0], sizes, "tanh", RULES["dfa_first"], torch.device("cpu"))
-    W, B = state.net.weights, state.feedback
+    B = state.feedback
     e = torch.randn(1, 5, 3)
     dfs = [torch.rand(1, 5, 6) for _ in range(3)]
     p = Pass([], dfs, None)  # the rules see f'(a) only through the network's local step

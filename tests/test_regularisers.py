@@ -20,7 +20,8 @@ from dfarun.data import Data, load
 from dfarun.nets import MLP, Dropout
 from dfarun.rules import RULES
 from dfarun.runner import row_label, run
-from dfarun.train import AVG_KEEP, AVG_START, MAX_HALVINGS, Protocol, init_state
+from dfarun.state import AVG_START, State, init_state
+from dfarun.train import AVG_KEEP, MAX_HALVINGS, Protocol
 
 CPU = torch.device("cpu")
 SMALL = "model=3x50_tanh"
@@ -227,7 +228,7 @@ def test_dropout_reg_trains_through_run(make_cfg, monkeypatch):
 AUTO = Protocol(1e-3, 64, 300, schedule="auto")
 
 
-def fresh_state(seeds=(0, 1)) -> train.State:
+def fresh_state(seeds=(0, 1)) -> State:
     return init_state(list(seeds), [4, 5, 3], "tanh", RULES["dfa"], CPU)
 
 

@@ -26,6 +26,7 @@ import dfarun.train as train
 from dfarun import store
 from dfarun.rules import RULES
 from dfarun.runner import run
+from dfarun.state import init_state
 
 CPU = torch.device("cpu")
 SMALL = "model=3x50_tanh"
@@ -145,7 +146,7 @@ def test_crash_while_writing_the_records_resumes_only_the_unwritten_seeds(
 
 
 def test_resume_cuts_the_checkpoint_to_the_seeds_asked_for(tmp_path, caplog):
-    state = train.init_state([0, 1, 2], [6, 7, 3], "tanh", RULES["bp"], CPU)
+    state = init_state([0, 1, 2], [6, 7, 3], "tanh", RULES["bp"], CPU)
     state.epoch = 5
     state.lr_scale = [1.0, 0.5, 0.25]
     path = tmp_path / "ckpt.pt"
@@ -181,7 +182,7 @@ def test_unreadable_checkpoint_is_ignored_with_a_warning_and_training_starts_afr
         ckpt.write_bytes(os.urandom(4096))
     else:   # a real checkpoint of this job, cut short
         sizes = [16, 50, 50, 50, 10]
-        store.save_checkpoint(ckpt, train.init_state([0, 1], sizes, "tanh", RULES["dfa"], CPU).to_dict())
+        store.save_checkpoint(ckpt, init_state([0, 1], sizes, "tanh", RULES["dfa"], CPU).to_dict())
         blob = ckpt.read_bytes()
         ckpt.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"")
 
@@ -241,7 +242,7 @@ def test_a_record_write_that_dies_leaves_no_partial_record_and_no_temp_file(tmp_
 
 
 def test_a_checkpoint_write_that_dies_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    state = train.init_state([0], [4, 5, 3], "tanh", RULES["dfa"], CPU)
+    state = init_state([0], [4, 5, 3], "tanh", RULES["dfa"], CPU)
     path = tmp_path / "checkpoints" / "job.pt"
     store.save_checkpoint(path, state.to_dict())
     state.epoch = 7

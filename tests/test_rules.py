@@ -6,7 +6,8 @@ import torch
 
 from dfarun.nets import ACTIVATIONS, MLP, layer_sizes, sample_layers
 from dfarun.rules import RULES
-from dfarun.train import bce, init_state, updates
+from dfarun.state import init_state
+from dfarun.train import bce, updates
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 
 import dfarun.runner as runner

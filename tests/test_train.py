@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dfarun.rules import RULES
-from dfarun.train import AVG_KEEP, STOP_AT, Protocol, fit, init_state, rmsprop_, train_epoch
+from dfarun.state import init_state
+from dfarun.train import AVG_KEEP, STOP_AT, Protocol, fit, rmsprop_, train_epoch
 
 CPU = torch.device("cpu")
 
