@@ -32,9 +32,9 @@ def train_calls(monkeypatch):
     calls: list[list[int]] = []
     real = runner._train
 
-    def spy(cfg, seeds, device):
+    def spy(cfg, seeds, *rest):
         calls.append(list(seeds))
-        return real(cfg, seeds, device)
+        return real(cfg, seeds, *rest)
 
     monkeypatch.setattr(runner, "_train", spy)
     return calls

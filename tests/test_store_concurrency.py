@@ -50,9 +50,9 @@ def test_threads_with_overlapping_seed_lists_train_each_seed_exactly_once(make_c
     trained = []
     real = runner._train
 
-    def spy(cfg, seeds, device):
+    def spy(cfg, seeds, *rest):
         trained.extend((cfg.method.name, s) for s in seeds)
-        return real(cfg, seeds, device)
+        return real(cfg, seeds, *rest)
 
     monkeypatch.setattr(runner, "_train", spy)
     jobs = [("dfa", [0, 1, 2, 3]), ("dfa", [2, 3, 4, 5]), ("dfa", [0, 1, 2, 3]), ("dfa", [5, 3, 1]),
