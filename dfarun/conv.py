@@ -95,8 +95,9 @@ class ConvNet:
 
     @property
     def widest(self) -> int:
-        _, h, w = self.arch.in_shape
-        return max([c * h * w for c in self.arch.channels] + list(self.arch.fc))
+        """Most units per example in any layer (a conv block's, before pooling): sizes evaluation chunks."""
+        sides = [self.arch.in_shape[1:]] + [b[1:] for b in self.arch.blocks()]
+        return max([c * h * w for c, (h, w) in zip(self.arch.channels, sides)] + list(self.arch.fc))
 
     @property
     def n_conv(self) -> int:
