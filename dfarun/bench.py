@@ -64,12 +64,15 @@ def time_epoch(arch, method: str, seeds: int, data: Data, protocol: Protocol) ->
     # BP's uniform init for every method: zero weights would make some products trivially cheap
     state = init_state(list(range(seeds)), arch, "tanh", RULES["bp"], device)
     state.feedback = init_state(list(range(seeds)), arch, "tanh", rule, device).feedback
+    # FLOPs of one seed's step, times the seeds: the seeds are independent copies of the same
+    # work, and torch's counter charges a grouped convolution's weight gradient `groups` times over
     batch = min(protocol.batch_size, data.x_train.shape[0])
-    idx = torch.arange(batch, device=device).expand(seeds, batch)
+    idx = torch.arange(batch, device=device)[None]
     target = torch.eye(arch.classes, device=device)[data.y_train[idx]]
+    one = state.select([0])
     with FlopCounterMode(display=False) as counter:
-        updates(state.net, state.feedback, rule, data.x_train[idx], target)
-    flops = counter.get_total_flops() * data.x_train.shape[0] / batch
+        updates(one.net, one.feedback, rule, data.x_train[idx], target)
+    flops = counter.get_total_flops() * seeds * data.x_train.shape[0] / batch
     warm = replace(data, x_train=data.x_train[: 3 * batch], y_train=data.y_train[: 3 * batch])
     train_epoch(state, warm, rule, protocol)  # compile, allocator, kernel choice
     _sync(device)
