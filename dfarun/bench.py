@@ -92,7 +92,7 @@ def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol
             n = data.x_train.shape[0]
             row = {"method": method, "seeds": seeds}
             if per_image:
-                row |= {"images/s": seeds * n / seconds, "images/s per seed": n / seconds,
+                row |= {"images/s, all seeds": seeds * n / seconds, "images/s per seed": n / seconds,
                         "CIFAR epoch s (est.)": seconds * TRAIN_SIZE["cifar10"] / n}
             else:
                 row |= {"epoch s": seconds, "s / seed": seconds / seeds}
