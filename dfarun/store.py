@@ -113,10 +113,10 @@ def checkpoint_seeds(path: Path) -> list[int]:
 
 
 def save_weights(path: Path, net) -> None:
-    """One seed's final network (save_weights=true), for analyses such as Figure 3."""
-    _atomic(path, lambda f: torch.save({"weights": [w[0] for w in net.weights],
-                                        "biases": [b[0] for b in net.biases],
-                                        "activation": net.activation}, f), binary=True)
+    """One seed's final network (save_weights=true), for analyses such as Figure 3; a conv
+    net's also carries its shape (`arch`)."""
+    saved = net.to_dict() | {"weights": [w[0] for w in net.weights], "biases": [b[0] for b in net.biases]}
+    _atomic(path, lambda f: torch.save(saved, f), binary=True)
 
 
 def drop_checkpoint(path: Path) -> None:

@@ -208,3 +208,15 @@ def test_conv_config_errors_name_the_key(make_cfg, overrides, key):
     from dfarun.config import ConfigError, validate
     with pytest.raises(ConfigError, match=rf"^{key}="):
         validate(make_cfg(*CONV_TINY, *overrides))
+
+
+def test_conv_saved_weights_carry_the_shape(make_cfg, tmp_path):
+    from dfarun.runner import run
+    run(make_cfg(*CONV_TINY, "max_epochs=1", "seeds=[0]", "save_weights=true"))
+    (path,) = (tmp_path / "runs").glob("*_seed0.pt")
+    saved = torch.load(path, weights_only=True)
+    assert saved["arch"]["channels"] == (8, 8) and saved["arch"]["in_shape"] == (3, 16, 16)
+    assert saved["weights"][0].shape == (8, 3, 5, 5) and saved["activation"] == "tanh"
+    net = ConvNet([w[None] for w in saved["weights"]], [b[None] for b in saved["biases"]], saved["activation"],
+                  ConvArch(**saved["arch"]))
+    assert net.forward(torch.rand(4, 768)).a_y.shape == (1, 4, 3)
