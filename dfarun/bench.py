@@ -16,19 +16,20 @@ import argparse
 import logging
 import time
 from dataclasses import replace
+from math import prod
 
 import torch
 from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode
 
 from .conv import ConvArch
-from .data import Data
+from .data import IMAGE_SHAPES, Data
 from .nets import MLPArch, layer_sizes
 from .rules import RULES
 from .state import init_state
 from .train import Protocol, train_epoch, updates
 
-MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
+CIFAR = IMAGE_SHAPES["cifar10"]
 PROTOCOL = Protocol(lr=1e-4, batch_size=64, max_epochs=1, compile=True)  # as `dfarun` trains
 CONV = ConvArch(CIFAR, (96, 128, 256), (2048, 2048), 10)  # model=conv_tanh on CIFAR-10
 TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
@@ -113,24 +114,25 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
     from .config import CONF_DIR
     from .runner import architecture
 
+    grids = {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cells = {t: [compose("config", overrides=[f"experiment=table{t}", f"row={row}"])
+                     for row in grid.row.split(",")] for t, grid in grids.items()}
     out = []
-    for table in tables:
-        grid = OmegaConf.load(CONF_DIR / "experiment" / f"table{table}.yaml").hydra.sweeper.params
+    for table, rows in cells.items():
+        methods = grids[table].method.split(",")
         seconds = 0.0
-        for row in grid.row.split(","):
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose("config", overrides=[f"experiment=table{table}", f"row={row}"])
-            shape = MNIST if cfg.dataset.name == "mnist" else CIFAR
-            features = shape[0] * shape[1] * shape[2]
-            data = random_data(examples, features, cfg.dataset.classes, device, shape)
+        for cfg in rows:
+            shape = IMAGE_SHAPES[cfg.dataset.name]
+            data = random_data(examples, prod(shape), cfg.dataset.classes, device, shape)
             arch = architecture(cfg, data)
             p = replace(protocol, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
                         p_conv=tuple(cfg.reg.p_conv), eps=cfg.reg.eps)
             full = TRAIN_SIZE[cfg.dataset.name] - (10_000 if cfg.val else 0)
-            for method in grid.method.split(","):
+            for method in methods:
                 epoch, _ = time_epoch(arch, method, len(cfg.seeds), data, p)
                 seconds += epoch * full / examples * cfg.max_epochs
-        out.append({"table": table, "cells": len(grid.row.split(",")) * len(grid.method.split(",")),
+        out.append({"table": table, "cells": len(rows) * len(methods),
                     "hours (10 seeds x 300 epochs, upper bound)": seconds / 3600})
     return out
 

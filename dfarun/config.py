@@ -268,10 +268,9 @@ def _validate_conv(cfg: DictConfig) -> None:
            "a conv net needs images: set dataset.shape=[C,H,W] with C*H*W = dataset.features")
     _check(cfg.dataset.name != "synthetic" or math.prod(shape) == cfg.dataset.features, "dataset.shape",
            list(shape), f"expected C*H*W = dataset.features ({cfg.dataset.features})")
-    side = min(shape[1:])
-    for _ in m.channels:
-        side = (side - m.pool) // m.pool_stride + 1
-    _check(side >= 1, "model.channels", list(m.channels),
+    from .conv import ConvArch
+    last = ConvArch(shape, tuple(m.channels), (), cfg.dataset.classes, m.kernel, m.pool, m.pool_stride).blocks()[-1]
+    _check(min(last[1:]) >= 1, "model.channels", list(m.channels),
            f"too many pooling blocks for {list(shape)} images (each maps n -> (n - {m.pool}) // {m.pool_stride} + 1)")
 
 

@@ -226,13 +226,19 @@ def test_truncated_mnist_file_is_named_and_kept(make_cfg, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_garbage_cifar_file_is_named_and_kept(make_cfg, tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
+def garbage_cifar(root):
+    """A CIFAR-10 folder with every file there: pickles of the wrong content, one not a pickle."""
+    folder = root / "cifar-10-batches-py"
     folder.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         with open(folder / name, "wb") as f:
             pickle.dump({"not": "cifar"}, f)
     (folder / "data_batch_3").write_bytes(b"\x80\x04garbage")
+    return folder
+
+
+def test_garbage_cifar_file_is_named_and_kept(make_cfg, tmp_path):
+    folder = garbage_cifar(tmp_path)
     cfg = make_cfg("dataset=cifar10", f"data_dir={tmp_path}", "compile=false", tiny=False)
     with pytest.raises(ConfigError) as info:
         runner.run(cfg)
@@ -243,12 +249,7 @@ def test_garbage_cifar_file_is_named_and_kept(make_cfg, tmp_path):
 
 
 def test_unpicklable_cifar_file_is_named(make_cfg, tmp_path, no_md5):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({"not": "cifar"}, f)
-    (folder / "data_batch_3").write_bytes(b"\x80\x04garbage")
+    garbage_cifar(tmp_path)
     with pytest.raises(ConfigError) as info:
         runner.run(make_cfg("dataset=cifar10", f"data_dir={tmp_path}", "compile=false", tiny=False))
     assert_one_line(info.value, "data_dir", "cifar-10-batches-py/data_batch_3", "delete it")
