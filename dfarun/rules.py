@@ -3,7 +3,7 @@
 A rule is three things, and this file is the only place they are written:
   signals(e, net, p, B) -> [δh_1, ..., δh_L]   what reaches each hidden layer's output h_i
   feedback(W, hidden, classes, gen) -> [B_i]   its fixed feedback matrices, for one seed
-  zero_init                                    start forward weights at zero (tanh/logistic)
+  zero_init, mlp_first_random                  which forward weights start at zero (tanh/logistic)
 
 δh_i stands where back-propagation's gradient with respect to h_i would (REFERENCE.md: the
 feedback "replaces the gradient with respect to the hidden layer's output"; in the conv net,
@@ -108,12 +108,15 @@ class Rule:
     signals: Callable[[Tensor, Any, Any, list[Tensor]], list[Tensor]]
     feedback: Callable[[list[Tensor], list[int], int, torch.Generator], list[Tensor]]
     zero_init: bool  # the paper's FA/DFA start from zero weights where the activation allows
+    # ...except an MLP's first layer: in the author's FA MLPs it is a plain linear layer (it
+    # carries no feedback matrix) and keeps its uniform init; FA conv nets zero every layer.
+    mlp_first_random: bool = False
     conv: bool = True  # also defined for conv nets (IFA's forward push is MLP-only)
 
 
 RULES: dict[str, Rule] = {
     "bp": Rule(bp, no_feedback, zero_init=False),
-    "fa": Rule(fa, copy_of_forward, zero_init=True),
+    "fa": Rule(fa, copy_of_forward, zero_init=True, mlp_first_random=True),
     "dfa": Rule(dfa, direct, zero_init=True),
     # IFA's upper layers learn only through W_i (eq. 9): zero weights would never move,
     # and the paper reports IFA "starting from a random initialization".

@@ -67,13 +67,14 @@ def init_state(seeds: list[int], arch: MLPArch | ConvArch | list[int], activatio
     `arch` is the network's shape; a list of layer sizes means an MLP."""
     arch = MLPArch(tuple(arch)) if isinstance(arch, (list, tuple)) else arch
     zero = rule.zero_init and ACTIVATIONS[activation].zero_init_ok
+    first = 1 if rule.mlp_first_random and isinstance(arch, MLPArch) else 0  # first zeroed layer
     per_seed = []
     for seed in seeds:
         gen = torch.Generator().manual_seed(seed)
         W, b = arch.sample(gen)
         B = rule.feedback(W, arch.hidden, arch.classes, gen)  # FA copies W here, before it is zeroed
         if zero:
-            W, b = [torch.zeros_like(t) for t in W], [torch.zeros_like(t) for t in b]
+            W, b = ([*ts[:first], *(torch.zeros_like(t) for t in ts[first:])] for ts in (W, b))
         per_seed.append((W, b, B))
 
     def stack(i: int) -> list[Tensor]:

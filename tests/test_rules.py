@@ -117,20 +117,24 @@ def test_ifa_follows_equation_9():
 
 # --- initialisation ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,activation,zero", [
-    ("bp", "tanh", False), ("fa", "tanh", True), ("dfa", "tanh", True), ("dfa", "logistic", True),
-    ("fa", "logistic", True), ("dfa", "relu", False), ("fa", "relu", False), ("ifa", "tanh", False)])
-def test_forward_init(method, activation, zero):
+# zeroed: which layers start at zero (weights and biases); the rest are uniform ±1/sqrt(fan_in).
+# FA MLPs keep the first layer random: in the author's code it carries no feedback matrix.
+@pytest.mark.parametrize("method,activation,zeroed", [
+    ("bp", "tanh", ()), ("fa", "tanh", (1, 2)), ("dfa", "tanh", (0, 1, 2)),
+    ("dfa", "logistic", (0, 1, 2)), ("fa", "logistic", (1, 2)), ("dfa", "relu", ()),
+    ("fa", "relu", ()), ("ifa", "tanh", ())])
+def test_forward_init(method, activation, zeroed):
     sizes = [100, 50, 50, 10]
     state = init_state([0, 1], sizes, activation, RULES[method], torch.device("cpu"))
-    for w, fan_in in zip(state.net.weights, sizes[:-1]):
-        if zero:
-            assert torch.count_nonzero(w) == 0
+    bp = init_state([0, 1], sizes, activation, RULES["bp"], torch.device("cpu"))
+    for k, (w, b, fan_in) in enumerate(zip(state.net.weights, state.net.biases, sizes[:-1])):
+        if k in zeroed:
+            assert torch.count_nonzero(w) == 0 and torch.count_nonzero(b) == 0
         else:
             assert w.abs().max() <= fan_in ** -0.5
             assert w.abs().max() > 0.9 * fan_in ** -0.5  # uniform over the whole range
-    for b in state.net.biases:
-        assert (torch.count_nonzero(b) == 0) == zero
+            assert torch.count_nonzero(b) == b.numel()
+            torch.testing.assert_close(w, bp.net.weights[k])  # the same draws as BP's init
 
 
 def test_feedback_shapes_and_scales():
