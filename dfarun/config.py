@@ -24,7 +24,11 @@ from omegaconf.errors import OmegaConfBaseException
 if TYPE_CHECKING:
     import torch
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# conf/ lives at the repository's top level and ships inside the wheel as the package data
+# `dfarun/conf` (pyproject.toml maps one onto the other); a checkout uses the top-level folder.
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED_CONF if (_PACKAGED_CONF / "config.yaml").is_file() \
+    else Path(__file__).resolve().parent.parent / "conf"
 SCHEDULES = ("constant", "auto")
 VAL_SIZE = 10_000  # val=true holds out the last 10,000 training examples (author's split)
 
