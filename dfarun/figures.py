@@ -24,7 +24,9 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from . import store  # noqa: E402
+from . import records  # noqa: E402
+from .config import DfarunError  # noqa: E402
+from .records import Record  # noqa: E402
 
 NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "ifa": "IFA", "dfa_first": "DFA (first layer)"}
 COLORS = {"bp": "tab:blue", "fa": "tab:orange", "dfa": "tab:green", "dfa_first": "tab:green", "ifa": "tab:red"}
@@ -32,27 +34,18 @@ COLORS = {"bp": "tab:blue", "fa": "tab:orange", "dfa": "tab:green", "dfa_first":
 
 # --- selecting records -------------------------------------------------------------------------
 
-def select(records: list[dict], model: str, methods: tuple[str, ...], frozen: bool = False) -> dict[str, list[dict]]:
-    """MNIST records of `model` without regulariser, by method; where several experiments
-    qualify, the one with the largest epoch budget, then the most seeds."""
-    by_method = {}
-    for method in methods:
-        keys: dict[str, list[dict]] = {}
-        for rec in records:
-            c = rec["config"]
-            if (c["dataset"]["name"], c["model"]["name"], c["method"]["name"], c["reg"]["name"]) == \
-                    ("mnist", model, method, "none") and (c.get("freeze_first_epochs", 0) > 0) == frozen:
-                keys.setdefault(rec["key"], []).append(rec)
-        if keys:
-            best = max(keys.values(), key=lambda rs: (rs[0]["config"]["max_epochs"], len(rs)))
-            by_method[method] = sorted(best, key=lambda r: r["seed"])
-    return by_method
+def select(recs: list[Record], row: str, methods: tuple[str, ...], frozen: bool = False) -> dict[str, list[Record]]:
+    """MNIST records of the paper row `row` (a model without regulariser is its own label, e.g.
+    "2x800 Tanh"), by method: the experiment that fills each cell (records.fill, the same rule
+    as the tables')."""
+    filled = records.cells(recs)
+    return {m: filled[("mnist", row, m, frozen)] for m in methods if ("mnist", row, m, frozen) in filled}
 
 
-def curves(by_method: dict[str, list[dict]]) -> pd.DataFrame:
+def curves(by_method: dict[str, list[Record]]) -> pd.DataFrame:
     """Per method and epoch: mean, min and max over seeds of the training and test error."""
-    rows = [{"method": m, "seed": r["seed"], "epoch": h["epoch"], "train_error": h["train_error"],
-             "test_error": h["test_error"]} for m, rs in by_method.items() for r in rs for h in r["history"]]
+    rows = [{"method": m, "seed": r.seed, "epoch": h["epoch"], "train_error": h["train_error"],
+             "test_error": h["test_error"]} for m, rs in by_method.items() for r in rs for h in r.history]
     long = pd.DataFrame(rows)
     return long.groupby(["method", "epoch"]).agg(
         seeds=("seed", "size"), train_mean=("train_error", "mean"), train_min=("train_error", "min"),
@@ -60,10 +53,9 @@ def curves(by_method: dict[str, list[dict]]) -> pd.DataFrame:
         test_max=("test_error", "max")).reset_index()
 
 
-def budget(by_method: dict[str, list[dict]]) -> str:
-    recs = [r for rs in by_method.values() for r in rs]
+def budget(by_method: dict[str, list[Record]]) -> str:
     seeds = sorted({len(rs) for rs in by_method.values()})
-    epochs = max(r["config"]["max_epochs"] for r in recs)
+    epochs = max(r.max_epochs for rs in by_method.values() for r in rs)
     return f"{'/'.join(map(str, seeds))} seeds, at most {epochs} epoch{'s' * (epochs != 1)}"
 
 
@@ -94,8 +86,8 @@ def _save(fig, table: pd.DataFrame, out: Path, name: str) -> list[Path]:
 
 # --- the figures -----------------------------------------------------------------------------------
 
-def fig2_right(records: list[dict], out: Path, data_dir: str | None) -> list[Path] | None:
-    by_method = select(records, "2x800_tanh", ("bp", "fa", "dfa"))
+def fig2_right(recs: list[Record], out: Path, data_dir: str | None) -> list[Path] | None:
+    by_method = select(recs, "2x800 Tanh", ("bp", "fa", "dfa"))
     if not by_method:
         return None
     table = curves(by_method)
@@ -106,12 +98,12 @@ def fig2_right(records: list[dict], out: Path, data_dir: str | None) -> list[Pat
     return _save(fig, table, out, "fig2_right")
 
 
-def fig2_left(records: list[dict], out: Path, data_dir: str | None) -> list[Path] | None:
-    by_method = select(records, "3x50_tanh", ("bp", "dfa_first"), frozen=True)
+def fig2_left(recs: list[Record], out: Path, data_dir: str | None) -> list[Path] | None:
+    by_method = select(recs, "3x50 Tanh", ("bp", "dfa_first"), frozen=True)
     if not by_method:
         return None
     table = curves(by_method)
-    frozen = next(iter(by_method.values()))[0]["config"]["freeze_first_epochs"]
+    frozen = next(iter(by_method.values()))[0].freeze
     fig, ax = plt.subplots(figsize=(6, 4.5))
     _plot_curves(ax, table, lambda m: f"unfrozen, {NAMES[m]}")
     ax.axvline(frozen + 0.5, color="grey", lw=1)
@@ -121,26 +113,30 @@ def fig2_left(records: list[dict], out: Path, data_dir: str | None) -> list[Path
     return _save(fig, table, out, "fig2_left")
 
 
-def fig3(records: list[dict], out: Path, data_dir: str | None, points: int = 2000) -> list[Path] | None:
+def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000) -> list[Path] | None:
     from sklearn.manifold import TSNE
 
     from .data import load
-    from .nets import MLP
 
-    by_method = select(records, "3x400_tanh", ("bp", "dfa"))
-    weights = {m: rs[0] for m, rs in by_method.items()
-               if rs[0]["path"].with_suffix(".pt").exists()}
-    if len(weights) < 2 or data_dir is None:
+    by_method = select(recs, "3x400 Tanh", ("bp", "dfa"))
+    nets = {}
+    for method, rs in by_method.items():
+        path = rs[0].path.with_suffix(".pt")
+        try:
+            nets[method] = (rs[0], saved_mlp(path, 28 * 28)) if path.exists() else None
+        except ValueError as err:
+            print(f"warning: skipping {path}: {err}", file=sys.stderr)
+    nets = {m: v for m, v in nets.items() if v is not None}
+    if len(nets) < 2 or data_dir is None:
         return None
-    dataset = OmegaConf.create(next(iter(weights.values()))["config"]["dataset"])
-    data = load(dataset, data_dir, torch.device("cpu"))
+    # the test images, min-max scaled as in training; the whole training set sets the scale, as it
+    # spans the full pixel range (0..255) whatever subset a run trained on
+    data = load(OmegaConf.create({"name": "mnist", "train_size": None}), data_dir, torch.device("cpu"))
     x, y = data.x_test[:points], data.y_test[:points].numpy()
     embed = lambda h: TSNE(n_components=2, init="pca", random_state=0).fit_transform(h.numpy())
     inputs = embed(x)  # the same for both methods: embedded once
     rows, fig = [], plt.figure(figsize=(14, 7))
-    for r, (method, rec) in enumerate(weights.items()):
-        saved = torch.load(rec["path"].with_suffix(".pt"), weights_only=True)
-        net = MLP([w[None] for w in saved["weights"]], [b[None] for b in saved["biases"]], saved["activation"])
+    for r, (method, (rec, net)) in enumerate(nets.items()):
         hs = net.forward(x[None]).hs  # [1, N, n] each: one seed
         for k, h in enumerate(hs):
             xy = inputs if k == 0 else embed(h[0])
@@ -150,30 +146,57 @@ def fig3(records: list[dict], out: Path, data_dir: str | None, points: int = 200
             ax.set_title(f"{NAMES[method]}: {'input' if k == 0 else f'hidden layer {k}'}", fontsize=10)
             rows += [{"method": method, "layer": k, "x": a, "y": b, "label": int(c)} for (a, b), c in zip(xy, y)]
     fig.suptitle(f"Figure 3: t-SNE of {len(y)} MNIST test images and 3x400 tanh features "
-                 f"(seed {rec['seed']}, {budget(by_method)}); colours are classes")
+                 f"(seed {rec.seed}, {budget(by_method)}); colours are classes")
     return _save(fig, pd.DataFrame(rows), out, "fig3")
 
 
-def results_table(name: str, model: str, methods: tuple[str, ...], paper: dict[str, str]):
-    """A small table of final errors beside the paper's numbers (IFA, 100 layers)."""
-    def render(records: list[dict], out: Path, data_dir: str | None) -> list[Path] | None:
-        by_method = select(records, model, methods)
+def saved_mlp(path: Path, features: int):
+    """The one-seed MLP saved at `path` (save_weights=true); ValueError naming what is wrong."""
+    from .nets import ACTIVATIONS, MLP
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, foreign, not a torch file
+        raise ValueError(f"unreadable weights ({type(err).__name__})") from None
+    if not isinstance(saved, dict) or "arch" in saved:
+        raise ValueError("not the weights of an MLP")
+    Ws, bs, act = saved.get("weights"), saved.get("biases"), saved.get("activation")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"activation: {act!r}, expected one of {', '.join(ACTIVATIONS)}")
+    if not (isinstance(Ws, list) and isinstance(bs, list) and len(Ws) == len(bs) >= 2):
+        raise ValueError("weights, biases: expected two lists of the same length (>= 2)")
+    fan_in = features
+    for k, (W, b) in enumerate(zip(Ws, bs)):
+        if not (isinstance(W, torch.Tensor) and W.dim() == 2 and W.shape[1] == fan_in and W.is_floating_point()):
+            raise ValueError(f"weights[{k}]: expected a float matrix with {fan_in} columns")
+        if not (isinstance(b, torch.Tensor) and tuple(b.shape) == (W.shape[0],) and b.is_floating_point()):
+            raise ValueError(f"biases[{k}]: expected a float vector of {W.shape[0]}")
+        fan_in = W.shape[0]
+    return MLP([w[None].float() for w in Ws], [b[None].float() for b in bs], act)
+
+
+def results_table(name: str, row: str, methods: tuple[str, ...], paper: dict[str, str]):
+    """A small table of final errors beside the paper's numbers (IFA, 100 layers): the same
+    numbers as a table cell (records.summary), MNIST's two decimals."""
+    def render(recs: list[Record], out: Path, data_dir: str | None) -> list[Path] | None:
+        by_method = select(recs, row, methods)
         if not by_method:
             return None
-        rows = []
+        numbers, shown = [], []
         for method, rs in by_method.items():
-            ok = pd.DataFrame([r for r in rs if r["stop"] != "diverged"], columns=["test_error", "train_error"])
-            spread = ok.test_error.std(ddof=1) if len(ok) > 1 else 0.0
-            rows.append({"model": model, "method": NAMES[method], "seeds": len(rs),
-                         "epochs (max)": max(r["epochs"] for r in rs),
-                         "test error %": f"{ok.test_error.mean():.2f} ± {spread:.2f}" if len(ok) else "diverged",
-                         "train error %": f"{ok.train_error.mean():.2f}" if len(ok) else "—",
-                         "paper": paper.get(method, "")})
-        table = pd.DataFrame(rows)
-        text = f"### {name} ({budget(by_method)})\n\n" + tabulate(table, headers="keys", tablefmt="github",
-                                                                   showindex=False) + "\n"
+            s = records.summary(rs)
+            numbers.append({"row": row, "method": method, **s, "paper": paper.get(method, "")})
+            learned = s["seeds_learned"] > 0
+            shown.append({"model": row, "method": NAMES[method], "seeds": f"{s['seeds_learned']}/{s['seeds_asked']}",
+                          "epochs (mean)": f"{s['epochs_mean']:.0f}", "stop": s["stop"],
+                          "test error %": f"{s['test_mean']:.2f} ± {s['test_std']:.2f}" if learned else "—",
+                          "train error %": f"{s['train_mean']:.2f}" if learned else "—",
+                          "paper": paper.get(method, "")})
+        text = (f"### {name} ({budget(by_method)})\n\n"
+                + tabulate(pd.DataFrame(shown), headers="keys", tablefmt="github", showindex=False)
+                + "\n\nseeds: learned / asked (a seed learned: it did not diverge and its training error is "
+                  "below 90% of chance); — where none learned.\n")
         (out / f"{name}.md").write_text(text)
-        table.to_csv(out / f"{name}.csv", index=False)
+        pd.DataFrame(numbers).to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         return [out / f"{name}.md", out / f"{name}.csv"]
     return render
 
@@ -181,7 +204,7 @@ def results_table(name: str, model: str, methods: tuple[str, ...], paper: dict[s
 @dataclass(frozen=True)
 class Figure:
     name: str
-    render: Callable[[list[dict], Path, str | None], list[Path] | None]
+    render: Callable[[list[Record], Path, str | None], list[Path] | None]
     how: str  # what to run when its records are missing
 
 
@@ -189,9 +212,9 @@ FIGURES = [
     Figure("fig2_right", fig2_right, "dfarun -m experiment=fig2_right"),
     Figure("fig2_left", fig2_left, "dfarun -m experiment=fig2_frozen"),
     Figure("fig3", fig3, "dfarun -m experiment=fig3, then dfarun-figures --data-dir <MNIST data_dir>"),
-    Figure("ifa", results_table("ifa", "4x100_tanh", ("ifa",), {"ifa": "3.9% (train 0%)"}),
+    Figure("ifa", results_table("ifa", "4x100 Tanh", ("ifa",), {"ifa": "3.9% (train 0%)"}),
            "dfarun experiment=ifa_4x100"),
-    Figure("deep", results_table("deep", "100x240_tanh", ("bp", "fa", "dfa"),
+    Figure("deep", results_table("deep", "100x240 Tanh", ("bp", "fa", "dfa"),
                                  {"bp": "no convergence", "fa": "no convergence", "dfa": "3.92 ± 0.09% (train 0.12%)"}),
            "dfarun -m experiment=deep"),
 ]
@@ -209,13 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(root).is_dir():
             print(f"dfarun-figures: error: --store={root!r}: no such directory", file=sys.stderr)
             return 2
-    records = [{**rec, "path": path} for root in args.store
-               for path, rec in store.records(Path(root)) if rec is not None]
+    recs = records.read(Path(root) for root in args.store)  # skips bad records, one warning line each
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     missing = []
     for figure in wanted:
-        written = figure.render(records, out, args.data_dir)
+        try:
+            written = figure.render(recs, out, args.data_dir)
+        except DfarunError as err:  # the MNIST test images are missing or unreadable (Figure 3)
+            print(f"dfarun-figures: error: {figure.name}: {err}", file=sys.stderr)
+            return 2
         if written:
             print(f"{figure.name}: " + ", ".join(str(w) for w in written))
         else:

@@ -2,34 +2,37 @@
 
     dfarun-tables --store runs/ --out results/ [--compare] [--tables 1,2,3]
 
-For each table it writes results/tableN.md, .tex and .csv and prints the Markdown. The
-paper's own numbers are data (paper_results.csv, transcribed from paper.md).
+For each table it writes results/tableN.md and .tex (for people: the table, then per cell the
+seeds, epochs and stop reasons) and .csv (for machines: the numbers, one line per cell), and
+prints the Markdown. The paper's own numbers are data (paper_results.csv, transcribed from
+paper.md). Which records count, which seeds learned and which experiment fills a cell are
+decided in records.py, shared with dfarun-figures.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
-import math
-import reprlib
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
-from . import store
-
-log = logging.getLogger("dfarun")
+from . import records
 
 TABLES = {1: ("mnist", "MNIST"), 2: ("cifar10", "CIFAR-10"), 3: ("cifar100", "CIFAR-100")}
 METHODS = ["bp", "fa", "dfa"]
 BRACKET_ABOVE = {"mnist": 0.01, "cifar10": 0.1, "cifar100": 0.1}  # % train error the paper brackets
-CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 DECIMALS = {"mnist": 2, "cifar10": 1, "cifar100": 1}  # as the paper prints its test errors
-NO_LEARNING = 0.9  # a seed "did not converge" when its train error is >= 90% of chance error
 DASH = "—"
+SUMMARY = ["seeds_learned", "seeds_run", "seeds_asked", "test_mean", "test_std", "train_mean",
+           "epochs_mean", "max_epochs", "profile", "stop"]
+# results/tableN.csv, one line per cell of the paper's table, in its order
+CSV = ["row", "method", "test_mean", "test_std", "train_mean", "seeds_learned", "seeds_run", "seeds_asked",
+       "epochs_mean", "max_epochs", "profile", "stop", "paper_status", "paper_test_mean", "paper_test_std",
+       "paper_train_error", "distance_paper_std"]
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -40,173 +43,150 @@ def paper_results() -> pd.DataFrame:
 
 
 def load_records(root: Path) -> pd.DataFrame:
-    """One row per finished record in `root`. Anything else (broken or truncated JSON, another
-    program's JSON, an older record format, fields of the wrong type, a second record of the same
-    (experiment, seed)) is skipped with one warning line and not counted. Temp files of writes
-    in progress are not *.json and are never read."""
-    rows, seen = [], {}
-    for path in sorted(Path(root).glob("*.json")):
-        try:
-            row = _row(store.load(path))
-        except ValueError as err:
-            print(f"warning: skipping {path}: {err}", file=sys.stderr)
-            continue
-        ident = tuple(row[k] for k in ("dataset", "row", "method", "key", "seed"))
-        if ident in seen:  # a copied file: the same seed must not count twice
-            print(f"warning: skipping {path}: a second record of key {row['key']} seed {row['seed']} "
-                  f"(first: {seen[ident].name})", file=sys.stderr)
-            continue
-        seen[ident] = path
-        rows.append(row)
-    columns = ["dataset", "row", "method", "key", "seed", "profile", "seeds_asked", "max_epochs",
-               "epochs", "stop", "train_error", "test_error"]
-    return pd.DataFrame(rows, columns=columns)
+    """One row per valid record in `root` (records.read: anything else is skipped with one
+    warning line and not counted)."""
+    return records.frame(records.read([Path(root)]))
 
 
-def _row(rec: dict) -> dict:
-    """The table's fields of a record; ValueError naming the first missing or mistyped one."""
-    cfg = _field(rec, "config", dict)
-    chosen = _field(rec, "best_val", dict, optional=True) or rec  # dropout rows: the epoch chosen on validation
-    seeds = _field(cfg, "seeds", list)
-    return {
-        "dataset": _field(_field(cfg, "dataset", dict), "name", str), "row": _field(rec, "row", str),
-        "method": _field(_field(cfg, "method", dict), "name", str),
-        "key": _field(rec, "key", str), "seed": _field(rec, "seed", int),
-        "profile": _field(cfg, "profile", str, optional=True) or "default",
-        "seeds_asked": len(seeds), "max_epochs": _field(cfg, "max_epochs", int),
-        "epochs": _field(rec, "epochs", int), "stop": _field(rec, "stop", str),
-        "train_error": _field(chosen, "train_error", float, optional=True),
-        "test_error": _field(chosen, "test_error", float, optional=True)}
+def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, row, method) with records and the first layer not frozen: the
+    summary (records.summary) of the experiment that fills it (records.fill)."""
+    filled = records.cells(frame.itertuples(index=False))
+    rows = [{"dataset": d, "row": row, "method": m, **records.summary(rs)}
+            for (d, row, m, frozen), rs in sorted(filled.items()) if not frozen]
+    return pd.DataFrame(rows, columns=["dataset", "row", "method", *SUMMARY])
 
 
-def _field(obj: dict, key: str, kind: type, optional: bool = False):
-    """obj[key] if it is a `kind` (None allowed when optional; an int is a float; a bool is
-    neither); ValueError otherwise."""
-    value = obj.get(key)
-    if value is None and optional:
-        return None
-    ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
-    if kind is float and ok:
-        ok = math.isfinite(value)
-    if not ok:
-        raise ValueError(f"not a dfarun record: {key}={reprlib.repr(value)}, expected {'null or ' * optional}{kind.__name__}")
-    return value
+# --- one table ---------------------------------------------------------------------------------
+
+def numbers(table: int, cells: pd.DataFrame) -> pd.DataFrame:
+    """The table's CSV: every cell of the paper's table (rows x BP/FA/DFA, in its order) with our
+    numbers (blank where not run), the paper's, and our distance from the paper in paper std."""
+    dataset, _ = TABLES[table]
+    ours = {(c.row, c.method): c for c in cells[cells.dataset == dataset].itertuples()}
+    lines = []
+    for p in paper_results().query("table == @table").itertuples():
+        c = ours.get((p.row, p.method))
+        line = {"row": p.row, "method": p.method, "seeds_learned": 0, "seeds_run": 0, "seeds_asked": 0,
+                **({k: getattr(c, k) for k in SUMMARY} if c is not None else {}),
+                "paper_status": p.status, "paper_test_mean": p.test_mean, "paper_test_std": p.test_std,
+                "paper_train_error": p.train_error}
+        if c is not None and c.seeds_learned and p.status == "value":
+            line["distance_paper_std"] = (c.test_mean - p.test_mean) / p.test_std
+        lines.append(line)
+    return pd.DataFrame(lines, columns=CSV)
 
 
-# --- aggregation -------------------------------------------------------------------------------
-
-def aggregate(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, row, method): mean ± std over the seeds that learned.
-
-    Where several experiments (keys) fill one cell, the one with the largest epoch budget,
-    then the most seeds, is used."""
-    if records.empty:
-        return pd.DataFrame(columns=["dataset", "row", "method"])
-    records = records.assign(
-        learned=lambda r: (r.stop != "diverged") & r.train_error.notna()
-        & (r.train_error < NO_LEARNING * 100 * (1 - 1 / r.dataset.map(CLASSES).fillna(10))))
-    cell = ["dataset", "row", "method"]
-    ranked = records.assign(n_key=records.groupby("key").seed.transform("size")).sort_values(
-        ["max_epochs", "n_key", "key"], ascending=[False, False, True])
-    records = records.join(ranked.groupby(cell).key.first().rename("best"), on=cell).query("key == best")
-    ok = records[records.learned]
-    cells = records.groupby(cell).agg(
-        n=("seed", "size"), seeds_asked=("seeds_asked", "max"), profile=("profile", "first"),
-        max_epochs=("max_epochs", "first"), epochs_mean=("epochs", "mean"),
-        diverged=("stop", lambda s: int((s == "diverged").sum())))
-    stats = ok.groupby(cell).agg(
-        n_learned=("seed", "size"), test_mean=("test_error", "mean"), test_std=("test_error", "std"),
-        train_mean=("train_error", "mean"))
-    cells = cells.join(stats).reset_index()
-    cells["n_learned"] = cells.n_learned.fillna(0).astype(int)
-    cells["test_std"] = cells.test_std.fillna(0.0)  # one seed: no spread
-    return cells
+@dataclass
+class Table:
+    numbers: pd.DataFrame  # the CSV
+    frame: pd.DataFrame    # Model x BP/FA/DFA: mean ± std (and the paper's, with --compare)
+    details: pd.DataFrame  # Model x BP/FA/DFA: seeds, mean epochs, stop reasons
+    notes: list[str]
 
 
-def _cell(c: pd.Series | None, dataset: str, row: str) -> str:
-    if c is None:
+def build(table: int, cells: pd.DataFrame, compare: bool) -> Table:
+    """The table as the paper lays it out, its details table and the notes printed under it."""
+    dataset, _ = TABLES[table]
+    nums = numbers(table, cells)
+    frame, details = [], []
+    for row, g in nums.groupby("row", sort=False):
+        frame.append({"Model": row})
+        details.append({"Model": row})
+        for n in g.itertuples():
+            text = _cell(n, dataset)
+            if compare:
+                text = f"{text} / {_paper_cell(n, dataset)}"
+                if pd.notna(n.distance_paper_std):
+                    text += f" ({n.distance_paper_std:+.1f}σ)"
+            frame[-1][n.method.upper()] = text
+            details[-1][n.method.upper()] = _details(n)
+    notes = _provenance(nums)
+    if compare:
+        z = nums.distance_paper_std.dropna()
+        notes.append(f"{int((z.abs() <= 2).sum())} of {len(z)} cells within 2 paper std of the paper's mean "
+                     f"(cells read: ours / paper (difference in paper std)).")
+    return Table(nums, pd.DataFrame(frame), pd.DataFrame(details), notes)
+
+
+def _cell(n, dataset: str) -> str:
+    if n.seeds_run == 0:
         return "not run"
-    if c.n_learned == 0:
+    if n.seeds_learned == 0:
         return DASH
     d = DECIMALS[dataset]
-    text = f"{c.test_mean:.{d}f} ± {c.test_std:.{d}f}%"
-    if c.train_mean > BRACKET_ABOVE[dataset]:
-        text += f" ({c.train_mean:.2f}%)"
-    if c.n_learned < c.seeds_asked:
-        text += f" n={c.n_learned}"
+    text = f"{n.test_mean:.{d}f} ± {n.test_std:.{d}f}%"
+    if n.train_mean > BRACKET_ABOVE[dataset]:
+        text += f" ({n.train_mean:.2f}%)"
+    if n.seeds_learned < n.seeds_asked:
+        text += f" n={n.seeds_learned}"
     return text
 
 
-def _paper_cell(p: pd.Series) -> str:
-    if p.status == "no_convergence":
+def _paper_cell(n, dataset: str) -> str:
+    if n.paper_status == "no_convergence":
         return DASH
-    if p.status == "unknown":
+    if n.paper_status == "unknown":
         return "?"
-    d = DECIMALS[p.dataset]
-    text = f"{p.test_mean:.{d}f} ± {p.test_std:.{d}f}%"
-    return text + (f" ({p.train_error:.2f}%)" if pd.notna(p.train_error) else "")
+    d = DECIMALS[dataset]
+    text = f"{n.paper_test_mean:.{d}f} ± {n.paper_test_std:.{d}f}%"
+    return text + (f" ({n.paper_train_error:.2f}%)" if pd.notna(n.paper_train_error) else "")
 
 
-def build(table: int, cells: pd.DataFrame, compare: bool) -> tuple[pd.DataFrame, list[str]]:
-    """The table as the paper lays it out (rows x BP/FA/DFA) and the notes printed under it."""
-    dataset, _ = TABLES[table]
-    paper = paper_results().query("table == @table")
-    ours = {(c.row, c.method): c for _, c in cells[cells.dataset == dataset].iterrows()} if len(cells) else {}
-    lines, within, compared = [], 0, 0
-    for row in dict.fromkeys(paper.row):  # the paper's row order
-        line = {"Model": row}
-        for method in METHODS:
-            c = ours.get((row, method))
-            text = _cell(c, dataset, row)
-            if compare:
-                p = paper[(paper.row == row) & (paper.method == method)].iloc[0]
-                text = f"{text} / {_paper_cell(p)}"
-                if c is not None and c.n_learned and p.status == "value":
-                    z = (c.test_mean - p.test_mean) / p.test_std
-                    text += f" ({z:+.1f}σ)"
-                    compared += 1
-                    within += abs(z) <= 2
-            line[method.upper()] = text
-        lines.append(line)
-    notes = _provenance(cells[cells.dataset == dataset] if len(cells) else cells)
-    if compare:
-        notes.append(f"{within} of {compared} cells within 2 paper std of the paper's mean "
-                     f"(cells read: ours / paper (difference in paper std)).")
-    return pd.DataFrame(lines), notes
+def _details(n) -> str:
+    """Seeds learned / asked, mean epochs run, stop reasons: "3/3 learned, 85 ep, converged:3"."""
+    if n.seeds_run == 0:
+        return ""
+    return f"{n.seeds_learned}/{n.seeds_asked} learned, {n.epochs_mean:.0f} ep, {n.stop}"
 
 
-def _provenance(cells: pd.DataFrame) -> list[str]:
-    if cells.empty:
+def _provenance(nums: pd.DataFrame) -> list[str]:
+    ran = nums[nums.seeds_run > 0]
+    if ran.empty:
         return ["No records for this table yet."]
     notes = []
-    for (profile, epochs), g in cells.groupby(["profile", "max_epochs"]):
+    for (profile, epochs), g in ran.groupby(["profile", "max_epochs"]):
         seeds = sorted(set(g.seeds_asked))
-        rows = sorted(set(g.row))
-        notes.append(f"Profile {profile}: {'/'.join(map(str, seeds))} seeds, at most {epochs} epoch{'s' * (epochs != 1)} "
-                     f"({len(g)} cells: {', '.join(rows)}).")
-    diverged = cells[cells.diverged > 0]
-    for c in diverged.itertuples():
-        notes.append(f"{c.row} {c.method.upper()}: {c.diverged} of {c.n} seeds diverged.")
+        rows = ", ".join(dict.fromkeys(g.row))
+        notes.append(f"Profile {profile}: {'/'.join(map(str, seeds))} seeds, at most {int(epochs)} "
+                     f"epoch{'s' * (epochs != 1)} ({len(g)} cells: {rows}).")
     return notes
 
 
 # --- output ----------------------------------------------------------------------------------
 
-def render(table: int, frame: pd.DataFrame, notes: list[str], compare: bool) -> dict[str, str]:
-    _, name = TABLES[table]
+def render(table: int, t: Table, compare: bool) -> dict[str, str]:
+    dataset, name = TABLES[table]
     title = f"Table {table}: {name} test error, mean ± std over seeds" + (" (ours / paper)" if compare else "")
-    legend = (f"Training error in brackets when above {BRACKET_ABOVE[TABLES[table][0]]}%; "
-              f"{DASH} where no seed converged; n= where fewer seeds than asked for learned.")
-    footer = [legend, *notes, f"Generated {dt.date.today().isoformat()} by dfarun-tables."]
-    md = "\n".join([f"### {title}", "", tabulate(frame, headers="keys", tablefmt="github", showindex=False),
-                    "", *[f"- {n}" for n in footer], ""])
-    tex = tabulate(frame.map(_latex), headers="keys", tablefmt="latex_raw", showindex=False)
-    tex = f"% {title}\n" + "".join(f"% {n}\n" for n in footer) + tex + "\n"
-    return {"md": md, "tex": tex, "csv": frame.to_csv(index=False)}
+    legend = (f"Training error in brackets when above {BRACKET_ABOVE[dataset]}%; {DASH} where no seed "
+              f"learned (diverged, or training error at least 90% of chance); n= where fewer seeds than "
+              f"asked for learned.")
+    detail_title = ("Per cell: seeds learned / asked, mean epochs run, stop reasons (seeds per reason: "
+                    "converged, max_epochs, schedule_end, diverged).")
+    footer = [legend, *t.notes, f"Generated {dt.date.today().isoformat()} by dfarun-tables."]
+    md = "\n".join([f"### {title}", "", _markdown(t.frame), "", detail_title, "", _markdown(t.details), "",
+                    *[f"- {n}" for n in footer], ""])
+    tex = "".join(f"% {line}\n" for line in [title, *footer]) + _booktabs(t.frame) \
+        + f"% {detail_title}\n" + _booktabs(t.details)
+    csv = t.numbers.to_csv(index=False, float_format="%.6g")
+    return {"md": md, "tex": tex, "csv": csv}
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    return tabulate(frame, headers="keys", tablefmt="github", showindex=False)
+
+
+def _booktabs(frame: pd.DataFrame) -> str:
+    """A booktabs tabular (\\toprule, \\midrule, \\bottomrule); cells escaped for LaTeX."""
+    line = lambda cells: " & ".join(_latex(str(c)) for c in cells) + r" \\"
+    body = [line(frame.columns), r"\midrule", *(line(r) for r in frame.itertuples(index=False))]
+    return "\n".join([rf"\begin{{tabular}}{{{'l' * len(frame.columns)}}}", r"\toprule", *body, r"\bottomrule",
+                      r"\end{tabular}", ""])
 
 
 def _latex(text: str) -> str:
-    for plain, tex in (("%", r"\%"), ("±", r"$\pm$"), ("σ", r"$\sigma$"), (DASH, "---")):
+    for plain, tex in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                       ("±", r"$\pm$"), ("σ", r"$\sigma$"), (DASH, "---")):
         text = text.replace(plain, tex)
     return text
 
@@ -231,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for table in tables:
-        frame, notes = build(table, cells, args.compare)
-        texts = render(table, frame, notes, args.compare)
+        texts = render(table, build(table, cells, args.compare), args.compare)
         for ext, text in texts.items():
             (out / f"table{table}.{ext}").write_text(text)
         print(texts["md"])

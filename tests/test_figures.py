@@ -14,11 +14,13 @@ from dfarun.train import Protocol, fit
 def record(model, method, seed, epochs=4, freeze=0, key=None, stop="max_epochs"):
     history = [{"epoch": k, "train_error": 50.0 / k + seed, "test_error": 40.0 / k + seed,
                 "train_loss": 1.0 / k, "seconds": 1.0} for k in range(1, epochs + 1)]
-    return {"format": store.FORMAT, "key": key or f"{model}-{method}-{freeze}", "row": model, "seed": seed,
+    size, activation = model.split("_")
+    return {"format": store.FORMAT, "key": key or f"{model}-{method}-{freeze}", "seed": seed,
+            "row": f"{size} {activation.capitalize()}",  # the paper's label, as runner.row_label gives
             "stop": stop, "epochs": epochs, "train_error": history[-1]["train_error"],
             "test_error": history[-1]["test_error"], "history": history,
             "config": {"dataset": {"name": "mnist"}, "model": {"name": model}, "method": {"name": method},
-                       "reg": {"name": "none"}, "seeds": [0, 1], "max_epochs": epochs,
+                       "reg": {"name": "none"}, "seeds": [0, 1], "max_epochs": epochs, "profile": "quick",
                        "freeze_first_epochs": freeze}}
 
 

@@ -15,10 +15,15 @@ from dfarun.runner import row_label
 
 
 def record(row="2x800 Tanh", method="dfa", seed=0, test=1.5, train=0.0, stop="converged",
-           dataset="mnist", key="k1", seeds=(0, 1, 2), max_epochs=20, profile="quick", **extra):
-    return {"format": store.FORMAT, "key": key, "row": row, "seed": seed, "stop": stop, "epochs": 7,
-            "train_error": train, "test_error": test,
-            "config": {"dataset": {"name": dataset}, "method": {"name": method}, "seeds": list(seeds),
+           dataset="mnist", key="k1", seeds=(0, 1, 2), max_epochs=20, profile="quick", epochs=None, **extra):
+    """A valid record of this version (as runner writes it, less what no reader uses)."""
+    epochs = epochs or min(7, max_epochs)
+    history = [{"epoch": k, "train_error": 50.0 / k, "test_error": 40.0 / k, "train_loss": 1.0 / k,
+                "seconds": 1.0} for k in range(1, epochs + 1)]
+    return {"format": store.FORMAT, "key": key, "row": row, "seed": seed, "stop": stop, "epochs": epochs,
+            "train_error": train, "test_error": test, "history": history,
+            "config": {"dataset": {"name": dataset}, "model": {"name": row.split()[0].lower()},
+                       "method": {"name": method}, "reg": {"name": "none"}, "seeds": list(seeds),
                        "max_epochs": max_epochs, "profile": profile}, **extra}
 
 
@@ -38,7 +43,8 @@ def test_mean_std_and_brackets(tmp_path):
                   record(seed=2, test=1.9, train=0.04),
                   record(method="bp", seed=0, test=1.6, train=0.0), record(method="bp", seed=1, test=1.6),
                   record(method="bp", seed=2, test=1.6))
-    frame, notes = tables.build(1, cells, compare=False)
+    t = tables.build(1, cells, compare=False)
+    frame, notes = t.frame, t.notes
     std = statistics.stdev([1.5, 1.7, 1.9])
     assert cell(frame, "2x800 Tanh", "dfa") == f"1.70 ± {std:.2f}% (0.02%)"  # mean train 0.02% > 0.01%
     assert cell(frame, "2x800 Tanh", "bp") == "1.60 ± 0.00%"                 # train 0% : no brackets
@@ -54,17 +60,20 @@ def test_dash_when_no_seed_learned_and_n_when_fewer_seeds(tmp_path):
                   record(row="100x240 Tanh", method="dfa", seed=0, test=3.9, train=0.1),
                   record(row="100x240 Tanh", method="dfa", seed=1, test=4.1, train=0.14),
                   record(row="100x240 Tanh", method="dfa", seed=2, test=None, train=None, stop="diverged"))
-    frame, notes = tables.build(1, cells, compare=False)
-    assert cell(frame, "100x240 Tanh", "bp") == "—"
-    assert cell(frame, "100x240 Tanh", "dfa") == "4.00 ± 0.14% (0.12%) n=2"
-    assert any("1 of 3 seeds diverged" in n for n in notes)
+    t = tables.build(1, cells, compare=False)
+    assert cell(t.frame, "100x240 Tanh", "bp") == "—"
+    assert cell(t.frame, "100x240 Tanh", "dfa") == "4.00 ± 0.14% (0.12%) n=2"
+    assert cell(t.details, "100x240 Tanh", "bp") == "0/3 learned, 7 ep, max_epochs:1 diverged:1"
+    assert cell(t.details, "100x240 Tanh", "dfa") == "2/3 learned, 7 ep, converged:2 diverged:1"
+    assert cell(t.details, "100x240 Tanh", "fa") == ""
 
 
 def test_compare_column_and_count(tmp_path):
     cells = write(tmp_path,
                   *[record(row="1x800 Tanh", method="bp", seed=s, test=t) for s, t in enumerate([1.59, 1.63, 1.67])],
                   *[record(row="1x800 Tanh", method="dfa", seed=s, test=t) for s, t in enumerate([2.0, 2.1, 2.2])])
-    frame, notes = tables.build(1, cells, compare=True)
+    t = tables.build(1, cells, compare=True)
+    frame, notes = t.frame, t.notes
     assert cell(frame, "1x800 Tanh", "bp") == "1.63 ± 0.04% / 1.59 ± 0.04% (+1.0σ)"   # (1.63-1.59)/0.04
     assert cell(frame, "1x800 Tanh", "dfa") == "2.10 ± 0.10% / 1.68 ± 0.05% (+8.4σ)"
     assert cell(frame, "100x240 Tanh", "bp") == "not run / —"
@@ -72,10 +81,10 @@ def test_compare_column_and_count(tmp_path):
 
 
 def test_conv_rows_and_table3_unknown_bp_cells(tmp_path):
-    frame, _ = tables.build(3, write(tmp_path, record(dataset="cifar100", row="3x1000 Tanh", method="bp",
+    frame = tables.build(3, write(tmp_path, record(dataset="cifar100", row="3x1000 Tanh", method="bp",
                                                       test=72.5, train=0.3),
                                      record(dataset="cifar100", row="CONV Tanh", method="dfa", key="c",
-                                            test=59.5, train=0.1)), compare=True)
+                                            test=59.5, train=0.1)), compare=True).frame
     assert cell(frame, "CONV Tanh", "dfa") == "59.5 ± 0.0% n=1 / 59.0 ± 0.3% (+1.7σ)"
     assert cell(frame, "CONV Tanh", "bp") == "not run / ?"
     assert cell(frame, "1x1000 Tanh", "bp") == "not run / ?"
@@ -85,14 +94,14 @@ def test_conv_rows_and_table3_unknown_bp_cells(tmp_path):
 def test_best_val_epoch_is_used_when_present(tmp_path):
     cells = write(tmp_path, record(row="2x800 Tanh + DO", test=1.9, train=0.5, seeds=(0,),
                                    best_val={"epoch": 3, "val_error": 1.2, "test_error": 1.3, "train_error": 0.2}))
-    frame, _ = tables.build(1, cells, compare=False)
+    frame = tables.build(1, cells, compare=False).frame
     assert cell(frame, "2x800 Tanh + DO", "dfa") == "1.30 ± 0.00% (0.20%)"
 
 
 def test_the_largest_budget_wins_when_experiments_overlap(tmp_path):
     cells = write(tmp_path, record(key="short", max_epochs=2, test=9.0, seeds=(0,)),
                   record(key="long", max_epochs=20, test=2.0, seeds=(0,)))
-    assert cell(tables.build(1, cells, compare=False)[0], "2x800 Tanh", "dfa") == "2.00 ± 0.00%"
+    assert cell(tables.build(1, cells, compare=False).frame, "2x800 Tanh", "dfa") == "2.00 ± 0.00%"
 
 
 def test_foreign_and_broken_files_are_skipped_with_a_warning(tmp_path, capsys):

@@ -1,0 +1,262 @@
+"""Run records as `dfarun-tables` and `dfarun-figures` read them: one strict reader, one
+definition of "a seed learned", one rule for which experiment fills a cell.
+
+A record that is not a finished record of this version, or whose fields either tool uses are
+missing, of the wrong type or out of range, is skipped with one warning line naming the file
+and the field. Whatever passes here can be tabulated and plotted without further checks.
+"""
+from __future__ import annotations
+
+import math
+import reprlib
+import statistics
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+
+from . import store
+
+STOPS = ("converged", "max_epochs", "schedule_end", "diverged")  # the order stop reasons are listed in
+CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}  # for records whose config lacks dataset.classes
+NO_LEARNING = 0.9  # a seed has not learned while its train error is >= 90% of chance error
+
+
+# --- the record ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    """The fields of one seed's record that the tables and figures use, checked."""
+    path: Path
+    dataset: str
+    classes: int
+    model: str
+    method: str
+    reg: str
+    row: str             # the paper's row label, e.g. "2x800 Tanh + DO"
+    freeze: int          # epochs the first layer stayed frozen (Figure 2 left); 0 for the tables
+    key: str             # the experiment
+    seed: int
+    seeds: tuple[int, ...]  # the seeds the job asked for
+    profile: str
+    max_epochs: int
+    epochs: int
+    stop: str
+    train_error: float | None  # at the reported epoch: best_val's when there is one; None if diverged
+    test_error: float | None
+    history: tuple[dict, ...] = field(compare=False, repr=False)
+    config: dict = field(compare=False, repr=False)
+
+    @property
+    def learned(self) -> bool:
+        return learned(self)
+
+
+def learned(r) -> bool:
+    """THE definition of a seed that learned, for tables and figures alike: it did not diverge
+    and its (reported) training error is below 90% of chance error (81% on MNIST). Seeds that
+    did not learn count as run, are left out of the means, and a cell none learned in is `—`."""
+    chance = 100 * (1 - 1 / r.classes)
+    return r.stop != "diverged" and r.train_error is not None and r.train_error < NO_LEARNING * chance
+
+
+# --- checking one field ----------------------------------------------------------------------------
+
+class Invalid(ValueError):
+    """A missing or wrong field; the message starts with its dotted name."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(f"{name}: {why}")
+
+
+_REQUIRED = object()
+
+
+def _take(obj: dict, name: str, ok: Callable[[object], bool], expected: str, default=_REQUIRED):
+    """obj[last part of name] when ok(value); the default when it is absent (if one is given);
+    Invalid naming the field otherwise."""
+    if name.rsplit(".", 1)[-1] not in obj:
+        if default is _REQUIRED:
+            raise Invalid(name, "missing")
+        return default
+    value = obj[name.rsplit(".", 1)[-1]]
+    if not ok(value):
+        raise Invalid(name, f"{reprlib.repr(value)}, expected {expected}")
+    return value
+
+
+def _is_int(lo: int, hi: float = math.inf) -> Callable[[object], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_text(v) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _is_pct(v) -> bool:  # an error rate in percent; JSON has no NaN, but a hand-edited file might
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 100
+
+
+def _is_seeds(v) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_is_int(0)(s) for s in v) and len(set(v)) == len(v)
+
+
+PCT = "a number in [0, 100]"
+
+
+# --- checking a whole record ---------------------------------------------------------------------
+
+def parse(rec: dict, path: Path) -> Record:
+    """The Record of a loaded JSON record (store.load); Invalid naming the first bad field."""
+    cfg = _take(rec, "config", lambda v: isinstance(v, dict), "an object")
+    part = {name: _take(cfg, f"config.{name}", lambda v: isinstance(v, dict), "an object")
+            for name in ("dataset", "model", "method", "reg")}
+    names = {k: _take(v, f"config.{k}.name", _is_text, "a non-empty string") for k, v in part.items()}
+    classes = _take(part["dataset"], "config.dataset.classes", _is_int(2), "an int >= 2",
+                    default=CLASSES.get(names["dataset"]))
+    if classes is None:
+        raise Invalid("config.dataset.classes", f"missing, and {names['dataset']!r} is not a known data set")
+    seeds = _take(cfg, "config.seeds", _is_seeds, "a non-empty list of distinct ints >= 0")
+    max_epochs = _take(cfg, "config.max_epochs", _is_int(1), "an int >= 1")
+    seed = _take(rec, "seed", _is_int(0), "an int >= 0")
+    if seed not in seeds:
+        raise Invalid("seed", f"{seed} is not among config.seeds {reprlib.repr(seeds)}")
+    stop = _take(rec, "stop", lambda v: v in STOPS, " or ".join(STOPS))
+    epochs = _take(rec, "epochs", _is_int(1, max_epochs), f"an int from 1 to config.max_epochs ({max_epochs})")
+    errors = _final_errors(rec, stop, epochs)
+    return Record(
+        path=path, dataset=names["dataset"], classes=classes, model=names["model"], method=names["method"],
+        reg=names["reg"], row=_take(rec, "row", _is_text, "a non-empty string"),
+        # added after this record format: absent means not frozen
+        freeze=_take(cfg, "config.freeze_first_epochs", _is_int(0), "an int >= 0", default=0),
+        key=_take(rec, "key", _is_text, "a non-empty string"), seed=seed, seeds=tuple(seeds),
+        profile=_take(cfg, "config.profile", _is_text, "a non-empty string"), max_epochs=max_epochs,
+        epochs=epochs, stop=stop, train_error=errors[0], test_error=errors[1],
+        history=_history(rec, epochs), config=cfg)
+
+
+def _final_errors(rec: dict, stop: str, epochs: int) -> tuple[float | None, float | None]:
+    """(train, test) error at the reported epoch. A diverged seed has none (null); every other
+    seed has both, so a converged seed can never show as `nan`."""
+    diverged = stop == "diverged"
+    for name in ("train_error", "test_error"):
+        if diverged:
+            _take(rec, name, lambda v: v is None, "null (the seed diverged)")
+        else:
+            _take(rec, name, _is_pct, f"{PCT} (stop is {stop!r}; only a diverged seed has no errors)")
+    if "best_val" not in rec:
+        return rec["train_error"], rec["test_error"]
+    # dropout rows: the epoch chosen on the validation set
+    if diverged:
+        raise Invalid("best_val", "present, but the seed diverged")
+    best = _take(rec, "best_val", lambda v: isinstance(v, dict), "an object")
+    _take(best, "best_val.epoch", _is_int(1, epochs), f"an int from 1 to epochs ({epochs})")
+    _take(best, "best_val.val_error", _is_pct, PCT)
+    return (_take(best, "best_val.train_error", _is_pct, PCT), _take(best, "best_val.test_error", _is_pct, PCT))
+
+
+def _history(rec: dict, epochs: int) -> tuple[dict, ...]:
+    """One row per epoch, epochs 1, 2, ... in order, each with its train and test error (the
+    figures' curves); a validation error, where there is one, is a percentage too."""
+    history = _take(rec, "history", lambda v: isinstance(v, list) and len(v) == epochs,
+                    f"a list of {epochs} rows (one per epoch run)")
+    for i, row in enumerate(history):
+        name = f"history[{i}]"
+        if not isinstance(row, dict):
+            raise Invalid(name, f"{reprlib.repr(row)}, expected an object")
+        _take(row, f"{name}.epoch", lambda v: _is_int(1)(v) and v == i + 1, f"{i + 1}")
+        for err in ("train_error", "test_error"):
+            _take(row, f"{name}.{err}", _is_pct, PCT)
+        _take(row, f"{name}.val_error", _is_pct, PCT, default=None)
+    return tuple(history)
+
+
+# --- reading stores -------------------------------------------------------------------------------
+
+def read(roots: Iterable[Path]) -> list[Record]:
+    """Every finished, valid record in the stores `roots`, in file-name order. The rest (broken or
+    truncated JSON, another program's JSON, an older format, a bad field, a second file of the same
+    (experiment, seed) — a copy) is skipped with one `warning: skipping <file>: <why>` line each
+    on stderr. Temp files of writes in progress are not *.json and are never read."""
+    out, seen = [], {}
+    for root in roots:
+        for path in sorted(Path(root).glob("*.json")):
+            try:
+                rec = parse(store.load(path), path)
+            except ValueError as err:  # store.load's and parse's reasons alike
+                _warn(path, str(err))
+                continue
+            ident = (rec.dataset, rec.row, rec.method, rec.key, rec.seed)
+            if ident in seen:  # a copied file: the same seed must not count twice
+                _warn(path, f"a second record of key {rec.key} seed {rec.seed} (first: {seen[ident].name})")
+                continue
+            seen[ident] = path
+            out.append(rec)
+    return out
+
+
+def _warn(path: Path, why: str) -> None:
+    print(f"warning: skipping {path}: {why}", file=sys.stderr)
+
+
+FRAME = ["dataset", "row", "method", "freeze", "key", "seed", "seeds", "profile", "max_epochs", "epochs",
+         "stop", "train_error", "test_error", "classes", "learned", "model", "reg"]
+
+
+def frame(records: list[Record]) -> pd.DataFrame:
+    """One row per record, its scalar fields (no history or config)."""
+    return pd.DataFrame([{k: getattr(r, k) for k in FRAME} for r in records], columns=FRAME)
+
+
+# --- cells: which experiment fills one, and what it says -----------------------------------------
+
+def cell(r) -> tuple[str, str, str, bool]:
+    """The cell a record belongs to: (data set, paper row, method, first layer frozen?). The
+    tables show the unfrozen cells; Figure 2 (left) is the frozen one."""
+    return r.dataset, r.row, r.method, r.freeze > 0
+
+
+def fill(records: Iterable) -> list:
+    """THE experiment that fills one cell, for tables and figures alike: of the experiments
+    (keys) among `records`, the one with the largest epoch budget, then the most seeds run, then
+    the first key in sort order (so that the choice never depends on file order). Its records,
+    by seed."""
+    by_key: dict[str, list] = {}
+    for r in records:
+        by_key.setdefault(r.key, []).append(r)
+    best = min(by_key.values(), key=lambda rs: (-rs[0].max_epochs, -len(rs), rs[0].key))
+    return sorted(best, key=lambda r: r.seed)
+
+
+def cells(records: Iterable) -> dict[tuple, list]:
+    """Every cell among `records` with the records of the experiment that fills it. Takes
+    Records, or rows of `frame` (itertuples): both carry the fields used here."""
+    grouped: dict[tuple, list] = {}
+    for r in records:
+        grouped.setdefault(cell(r), []).append(r)
+    return {c: fill(rs) for c, rs in grouped.items()}
+
+
+def summary(rs: list) -> dict:
+    """The numbers of one cell (the records `fill` chose): mean ± std (ddof 1; 0 for one seed) of
+    the test error and the mean training error over the seeds that learned (None when none
+    did), seeds learned / run / asked (the union of the jobs' seed lists), the mean epochs run
+    over every seed run, and how many seeds stopped for each reason."""
+    ok = [r for r in rs if r.learned]
+    tests = [r.test_error for r in ok]
+    return {"seeds_learned": len(ok), "seeds_run": len(rs),
+            "seeds_asked": len(set().union(*(r.seeds for r in rs))),
+            "test_mean": statistics.fmean(tests) if ok else None,
+            "test_std": (statistics.stdev(tests) if len(ok) > 1 else 0.0) if ok else None,
+            "train_mean": statistics.fmean(r.train_error for r in ok) if ok else None,
+            "epochs_mean": statistics.fmean(r.epochs for r in rs), "max_epochs": rs[0].max_epochs,
+            "profile": rs[0].profile, "stop": stop_text(r.stop for r in rs)}
+
+
+def stop_text(stops: Iterable[str]) -> str:
+    """Counts per stop reason, e.g. "converged:2 max_epochs:1"."""
+    counts = Counter(stops)
+    return " ".join(f"{s}:{counts[s]}" for s in sorted(counts, key=STOPS.index))
