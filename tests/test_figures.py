@@ -1,10 +1,14 @@
 """Figures from hand-made records, the frozen-layer experiment, and saved weights."""
 from __future__ import annotations
 
+import json
+import re
+
 import pandas as pd
+import pytest
 import torch
 
-from dfarun import figures, store
+from dfarun import figures, store, tables
 from dfarun.rules import RULES
 from dfarun.runner import run
 from dfarun.state import init_state
@@ -112,3 +116,89 @@ def test_fig3_embeds_each_layer_of_saved_networks(tmp_path, capsys):
     assert (out / "fig3.png").stat().st_size > 0
     assert sorted(set(zip(points.method, points.layer))) == [(m, k) for m in ("bp", "dfa") for k in range(4)]
     assert len(points) == 2 * 4 * 60  # every test image, in the input and each hidden layer
+
+
+# --- hostile records and weights: one warning line each, never a traceback -----------------------
+
+def _broken(rec, change):
+    change(rec)
+    return rec
+
+
+def test_figures_skip_broken_records_with_one_line_naming_the_field(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for method in ("bp", "fa", "dfa"):
+        store.write(runs / f"ok_{method}.json", record("2x800_tanh", method, 0))
+    broken = {  # each a 100x240 record that, if read, would make the `deep` table
+        "no_reg": (lambda r: r["config"].pop("reg"), "config.reg: missing"),
+        "empty_history": (lambda r: r.update(history=[]), "history: []"),
+        "null_errors": (lambda r: r.update(train_error=None, test_error=None), "train_error: None"),
+        "converged_null_test": (lambda r: r.update(test_error=None, stop="converged"), "test_error: None"),
+        "history_null_error": (lambda r: r["history"][1].update(test_error=None), "history[1].test_error: None"),
+        "history_short": (lambda r: r["history"].pop(), "history: "),
+        "model_list": (lambda r: r["config"].update(model=["100x240_tanh"]), "config.model: "),
+    }
+    for i, (name, (change, _)) in enumerate(broken.items()):
+        rec = _broken(record("100x240_tanh", "bp", 0, key=f"k{i}"), change)
+        (runs / f"{name}.json").write_text(json.dumps(rec))
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs")]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "deep: missing records" in out and "fig2_right: " in out
+    lines = err.splitlines()
+    assert len(lines) == len(broken)
+    for name, (_, field) in broken.items():
+        assert sum(line.startswith(f"warning: skipping {runs / name}.json: {field}") for line in lines) == 1, name
+
+
+def test_a_diverged_seed_shows_as_such_and_no_cell_shows_nan(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    store.write(runs / "dfa0.json", record("100x240_tanh", "dfa", 0))
+    diverged = record("100x240_tanh", "dfa", 1)
+    diverged.update(stop="diverged", train_error=None, test_error=None)
+    store.write(runs / "dfa1.json", diverged)
+    store.write(runs / "bp0.json", _broken(record("100x240_tanh", "bp", 0),
+                                           lambda r: r.update(stop="converged", test_error=None)))
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "deep"]) == 0
+    deep = (tmp_path / "figs" / "deep.md").read_text()
+    assert "| DFA      | 1/2 " in deep and "max_epochs:1 diverged:1" in deep and "10.00 ± 0.00" in deep
+    assert "| BP " not in deep and "nan" not in deep.lower()
+    assert tables.main(["--store", str(runs), "--out", str(tmp_path / "t"), "--tables", "1", "--compare"]) == 0
+    out, err = capsys.readouterr()
+    assert "nan" not in out.lower() and "10.00 ± 0.00% (12.50%) n=1" in out
+    assert err.count("warning: skipping") == 2 and "bp0.json: test_error: None" in err  # once per tool
+
+
+def test_fig3_skips_unreadable_or_misshapen_weights_with_a_warning(tmp_path, capsys):
+    from dfarun.nets import MLP, layer_sizes, sample_layers
+
+    runs = tmp_path / "runs"
+    for method in ("bp", "dfa"):
+        store.write(runs / f"{method}.json", record("3x400_tanh", method, 0))
+    (runs / "bp.pt").write_bytes(b"\x89PNG not torch")
+    W, b = sample_layers(layer_sizes(100, 3, 400, 10), torch.Generator().manual_seed(1))  # 100 inputs, not 784
+    store.save_weights(runs / "dfa.pt", MLP([w[None] for w in W], [x[None] for x in b], "tanh"))
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "fig3",
+                         "--data-dir", str(tmp_path / "no-data")]) == 0
+    out, err = capsys.readouterr()
+    assert "fig3: missing records" in out and "Traceback" not in err
+    assert err.splitlines() == [f"warning: skipping {runs / 'bp.pt'}: unreadable weights (UnpicklingError)",
+                                f"warning: skipping {runs / 'dfa.pt'}: weights[0]: expected a float matrix "
+                                f"with 784 columns"]
+
+
+def test_saved_mlp_names_what_is_wrong(tmp_path):
+    from dfarun.nets import layer_sizes, sample_layers
+
+    W, b = sample_layers(layer_sizes(6, 2, 5, 3), torch.Generator().manual_seed(0))
+    good = {"weights": W, "biases": b, "activation": "tanh"}
+    assert figures.saved_mlp(_pt(tmp_path, good), 6).forward(torch.rand(1, 4, 6)).a_y.shape == (1, 4, 3)
+    for change, why in ((dict(activation="swish"), "activation: 'swish'"), (dict(biases=b[:-1]), "weights, biases"),
+                        (dict(weights=[W[0], W[0], W[2]]), "weights[1]"), (dict(biases=[b[0], b[2], b[1]]), "biases[1]"),
+                        (dict(arch={"channels": [8]}), "not the weights of an MLP")):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            figures.saved_mlp(_pt(tmp_path, {**good, **change}), 6)
+
+
+def _pt(tmp_path, obj):
+    torch.save(obj, tmp_path / "w.pt")
+    return tmp_path / "w.pt"

@@ -6,6 +6,7 @@ import re
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -170,9 +171,42 @@ def test_cli_writes_md_tex_csv(tmp_path, capsys):
     for ext in ("md", "tex", "csv"):
         assert (tmp_path / "out" / f"table1.{ext}").read_text()
     assert "| 2x800 Tanh" in capsys.readouterr().out
-    assert r"$\pm$" in (tmp_path / "out" / "table1.tex").read_text()
     assert tables.main(["--store", str(tmp_path / "nope")]) == 2
     assert tables.main(["--store", str(runs), "--tables", "4"]) == 2
+
+
+def test_csv_holds_numbers_one_line_per_cell(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (test, stop) in enumerate([(1.6, "converged"), (1.7, "converged"), (1.8, "max_epochs")]):
+        store.write(runs / f"bp{seed}.json", record(row="1x800 Tanh", method="bp", seed=seed, test=test, stop=stop,
+                                                    max_epochs=300, epochs=80 + seed, seeds=range(5)))
+    store.write(runs / "dfa.json", record(row="1x800 Tanh", seed=0, stop="diverged", train=None, test=None))
+    assert tables.main(["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1"]) == 0
+    csv = pd.read_csv(tmp_path / "out" / "table1.csv")
+    assert list(csv.columns) == tables.CSV
+    paper = tables.paper_results().query("table == 1")
+    assert list(zip(csv.row, csv.method)) == list(zip(paper.row, paper.method))   # every cell, the paper's order
+    bp = csv.set_index(["row", "method"]).loc[("1x800 Tanh", "bp")]
+    assert bp.test_mean == pytest.approx(1.7) and bp.test_std == pytest.approx(0.1) and bp.train_mean == 0
+    assert (bp.seeds_learned, bp.seeds_run, bp.seeds_asked, bp.epochs_mean, bp.max_epochs) == (3, 3, 5, 81, 300)
+    assert bp.stop == "converged:2 max_epochs:1" and bp.profile == "quick"
+    assert (bp.paper_status, bp.paper_test_mean, bp.paper_test_std) == ("value", 1.59, 0.04)
+    assert bp.distance_paper_std == pytest.approx((1.7 - 1.59) / 0.04, abs=1e-4)
+    dfa = csv.set_index(["row", "method"]).loc[("1x800 Tanh", "dfa")]
+    assert (dfa.seeds_learned, dfa.seeds_run, dfa.stop) == (0, 1, "diverged:1") and pd.isna(dfa.test_mean)
+    assert pd.isna(dfa.distance_paper_std)
+    unrun = csv.set_index(["row", "method"]).loc[("7x240 Tanh", "fa")]
+    assert (unrun.seeds_run, unrun.paper_train_error) == (0, 0.02) and pd.isna(unrun.test_mean)
+    no_paper = csv.set_index(["row", "method"]).loc[("100x240 Tanh", "bp")]
+    assert no_paper.paper_status == "no_convergence" and pd.isna(no_paper.paper_test_mean)
+
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "| 1x800 Tanh       | 1.70 ± 0.10% n=3 " in md                       # 5 asked, 3 learned
+    assert "| 1x800 Tanh       | 3/5 learned, 81 ep, converged:2 max_epochs:1 | " in md
+    assert "0/3 learned, 7 ep, diverged:1" in md
+    tex = (tmp_path / "out" / "table1.tex").read_text()
+    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 2
+    assert r"\hline" not in tex and r"1.70 $\pm$ 0.10\% n=3" in tex and r"max\_epochs:1" in tex
 
 
 # --- the grids ---------------------------------------------------------------------------------
