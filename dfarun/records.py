@@ -78,11 +78,12 @@ _REQUIRED = object()
 def _take(obj: dict, name: str, ok: Callable[[object], bool], expected: str, default=_REQUIRED):
     """obj[last part of name] when ok(value); the default when it is absent (if one is given);
     Invalid naming the field otherwise."""
-    if name.rsplit(".", 1)[-1] not in obj:
+    key = name.rsplit(".", 1)[-1]
+    if key not in obj:
         if default is _REQUIRED:
             raise Invalid(name, "missing")
         return default
-    value = obj[name.rsplit(".", 1)[-1]]
+    value = obj[key]
     if not ok(value):
         raise Invalid(name, f"{reprlib.repr(value)}, expected {expected}")
     return value

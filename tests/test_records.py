@@ -177,3 +177,22 @@ def test_tables_and_figures_agree_on_the_same_cell(tmp_path, capsys):
              if line.startswith("| 100x240")}
     assert "| 0/3 " in shown["BP"] and "| —  " in shown["BP"] and "max_epochs:3" in shown["BP"]
     assert "| 3/3 " in shown["DFA"] and "4.00 ± 0.10" in shown["DFA"]
+
+
+def test_records_the_runner_writes_read_back_whole(make_cfg, monkeypatch, capsys):
+    from dfarun import config
+    from dfarun.runner import run
+
+    monkeypatch.setattr(config, "VAL_SIZE", 100)  # val=true on the tiny synthetic set
+    cfgs = [make_cfg("model=3x50_tanh", "seeds=[0,1]"),
+            make_cfg("model=3x50_tanh", "method=bp", "reg=dropout", "val=true", "schedule=auto",
+                     "track_alignment=true", "align_every=2", "freeze_first_epochs=1")]
+    written = [rec for cfg in cfgs for rec in run(cfg)]
+    capsys.readouterr()
+    got = {(r.key, r.seed): r for r in records.read([cfgs[0].store])}
+    assert capsys.readouterr().err == ""                          # not one of them is skipped
+    assert len(got) == len(written) == 3
+    for rec in written:
+        r = got[(rec["key"], rec["seed"])]
+        assert (r.epochs, r.stop, r.test_error) == (rec["epochs"], rec["stop"], rec.get("best_val", rec)["test_error"])
+    assert sorted((r.row, r.freeze) for r in got.values()) == [("3x50 Tanh", 0), ("3x50 Tanh", 0), ("3x50 Tanh + DO", 1)]
