@@ -19,13 +19,13 @@ help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  data and extra overrides: make run DATA_DIR=../shared/data/mnist ARGS='max_epochs=5'"
 
-install: $(BIN)/.installed  ## create .venv and install dfarun (editable) with its test and cluster extras
+install: $(BIN)/.installed  ## create .venv and install dfarun (editable) with its test, cluster and tensorboard extras
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test,cluster]'
+	$(BIN)/pip install --quiet -e '.[test,cluster,tensorboard]'
 	touch $@
 
 test: install  ## run the test suite (synthetic data, CPU, a few minutes)

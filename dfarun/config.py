@@ -88,11 +88,17 @@ class RegConf:
 
 
 @dataclass
+class LoggerConf:
+    name: str = "none"                  # none | tensorboard (progress.Reporter writes it)
+
+
+@dataclass
 class Config:
     dataset: DatasetConf = MISSING
     model: ModelConf = MISSING
     method: MethodConf = MISSING
     reg: RegConf = field(default_factory=RegConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
     profile: str = "default"            # budget profile that set seeds and max_epochs
     table: Optional[int] = None         # the paper table an experiment grid belongs to
     val: bool = False                   # hold out the last VAL_SIZE training examples

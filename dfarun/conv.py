@@ -80,6 +80,7 @@ class ConvPass(NamedTuple):
 
 @dataclass
 class ConvNet:
+    """Conv blocks, then fully connected layers; implements nets.Network."""
     weights: list[Tensor]
     biases: list[Tensor]
     activation: str
@@ -124,7 +125,7 @@ class ConvNet:
             mask = None
             if dropout is not None:  # on the pooled output, before the point where feedback enters
                 p = dropout.p_conv[k] if dropout.p_conv else dropout.p_hidden
-                mask = dropout.mask(h, p)
+                mask = dropout.mask(h, p, seed_dim=1)  # seeds are channel groups here
                 h = h * mask
             pools.append(idx)
             masks.append(mask)
@@ -169,11 +170,10 @@ class ConvNet:
         for k in range(self.n_conv):
             W = self.weights[k]
             S, c_out = W.shape[:2]
-            _, gW, gb = torch.ops.aten.convolution_backward(
-                deltas[k], p.hs[k], W.flatten(0, 1), [S * c_out], [1, 1], [self.arch.kernel // 2] * 2,
-                [1, 1], False, [0, 0], S, [False, True, True])
+            gW = torch.nn.grad.conv2d_weight(p.hs[k], (S * c_out, *W.shape[2:]), deltas[k],
+                                             padding=self.arch.kernel // 2, groups=S)
             dW.append(gW.view_as(W))
-            db.append(gb.view(S, c_out))
+            db.append(deltas[k].sum((0, 2, 3)).view(S, c_out))
         fc = nets.weight_updates(p.hs[self.n_conv:], deltas[self.n_conv:])
         n_fc = len(fc) // 2
         return dW + fc[:n_fc] + db + fc[n_fc:]

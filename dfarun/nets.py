@@ -9,7 +9,7 @@ hidden-layer update directions, and `weight_updates` applies eq. (10) for every 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -41,29 +41,57 @@ class Pass(NamedTuple):
 
 @dataclass(frozen=True)
 class Dropout:
-    """Inverted dropout (kept units scaled by 1/(1-p)); one generator draws every seed's masks."""
+    """Inverted dropout (kept units scaled by 1/(1-p)). Every seed draws its masks from its own
+    generator, so a seed's masks, like its init and data order, do not depend on which seeds
+    share its stack: a stacked seed trains exactly as it would alone."""
     p_input: float
     p_hidden: float
-    gen: torch.Generator
+    gens: tuple[torch.Generator, ...]   # one per seed, in stack order
     p_conv: tuple[float, ...] = ()   # per conv block (conv nets); empty: p_hidden
 
-    def mask(self, h: Tensor, p: float) -> Tensor:
-        keep = torch.rand(h.shape, generator=self.gen, device=h.device) >= p
-        return keep.to(h.dtype) / (1 - p)
+    def mask(self, h: Tensor, p: float, seed_dim: int = 0) -> Tensor:
+        """A mask for h, whose seeds lie along `seed_dim` (0: [S, ...]; 1: conv's [B, S*C, H, W])."""
+        S = len(self.gens)
+        per_seed = (h.shape[1:] if seed_dim == 0
+                    else (h.shape[0], h.shape[1] // S, *h.shape[2:]))
+        u = torch.stack([torch.rand(per_seed, generator=g, device=h.device) for g in self.gens], seed_dim)
+        return (u.view(h.shape) >= p).to(h.dtype) / (1 - p)
+
+
+class Network(Protocol):
+    """What the rules and the trainer may ask of a network (MLP here, conv.ConvNet).
+
+    Layers are counted from 0: weights[k] takes hs[k] to a_k; the last is the output layer.
+    Signals δh are [S, B, n]; δa is whatever layout the network computes in."""
+    weights: list[Tensor]
+    biases: list[Tensor]
+    activation: str
+
+    @property
+    def params(self) -> list[Tensor]: ...            # weights + biases: the optimizer's order
+    @property
+    def hidden(self) -> list[int]: ...               # units of each hidden output (feedback fan-out)
+    @property
+    def widest(self) -> int: ...                     # sizes evaluation chunks
+
+    def forward(self, x: Tensor, dropout: Dropout | None = None) -> Any:
+        """activations, f'(a) and the output pre-activation a_y [S, B, C]"""
+    def local(self, p: Any, k: int, dh: Tensor) -> Tensor:
+        """δa_k from δh_k: hidden layer k's own backward step, δh ⊙ f'(a)"""
+    def back(self, k: int, d: Tensor, M: Tensor) -> Tensor:
+        """δh_{k-1} from δa_k: through layer k with M in place of its weights W_k"""
+    def push(self, k: int, d: Tensor) -> Tensor:
+        """δa_{k-1} W_kᵀ: a direction carried forward through layer k (IFA)"""
+    def weight_updates(self, p: Any, deltas: list[Tensor]) -> list[Tensor]:
+        """eq. (10) for every parameter, in the order of `params`"""
+    def select(self, keep: Tensor) -> Network:
+        """the sub-stack of seeds at positions `keep`"""
+    def to_dict(self) -> dict: ...
 
 
 @dataclass
 class MLP:
-    """The interface every network gives the rules and the trainer (conv.ConvNet gives the same):
-
-      forward(x, dropout) -> Pass        activations, f'(a) and the output pre-activation
-      local(p, k, δh_k)   -> δa_k        hidden layer k's own backward step, δh ⊙ f'(a)
-      back(k, δa_k, M)    -> δh_{k-1}    through layer k with M in place of its weights W_k
-      push(k, δa_{k-1})   -> δa_{k-1} W_kᵀ  a direction carried forward through layer k (IFA)
-      weight_updates(p, deltas) -> eq. (10) for every parameter, in the order of `params`
-
-    Layers are counted from 0: weights[k] takes hs[k] to a_k; the last is the output layer.
-    Signals δh are [S, B, n]; δa is whatever layout the network computes in."""
+    """A fully connected network; implements `Network`."""
     weights: list[Tensor]   # W_1 .. W_{L+1}; the last is the output layer
     biases: list[Tensor]    # b_1 .. b_{L+1}
     activation: str

@@ -1,6 +1,7 @@
 """`run(cfg)`: validate, skip finished seeds, load data, train the rest stacked, write records."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import platform
 import subprocess
@@ -17,6 +18,7 @@ from .data import Data, load
 from .nets import MLPArch, layer_sizes
 from .rules import RULES
 from .state import State, init_state
+from .progress import Reporter, job_tag
 from .train import Protocol, SeedResult, fit
 from .whiten import CACHE_DIR, whiten
 
@@ -30,6 +32,11 @@ def run(cfg: DictConfig) -> list[dict]:
     has locked; a seed that another live job is training is waited for and its record read (if
     that job dies instead, this one trains the seed). Two identical jobs run one after the other."""
     validate(cfg)
+    with job_tag(cfg, f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}"):
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> list[dict]:
     device = resolve_device(cfg.device)
     seeds = list(cfg.seeds)
     # force=true replaces the records there now, but not one another job writes meanwhile
@@ -131,11 +138,12 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device) 
     state = None if cfg.force else _resume(ckpt, seeds, device)
     if state is None:
         state = init_state(seeds, architecture(cfg, data), cfg.model.activation, rule, device)
-    log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {seeds} on {device}, "
+    log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {state.seeds} on {device}, "
              f"lr {protocol.lr:g}, batch {cfg.batch_size}, at most {cfg.max_epochs} epochs")
     started = time.time()
     context = _context(cfg, device, len(seeds))
     records = {}
+    reporter = Reporter(cfg, state.seeds, state.history, state.epoch, protocol.lr)
 
     def finish(result: SeedResult) -> None:
         records[result.seed] = rec = _record(context, result, time.time() - started)
@@ -143,14 +151,14 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device) 
         if cfg.save_weights:  # first, so a record never points at weights that are not there
             store.save_weights(path.with_suffix(".pt"), result.net)
         store.write(path, rec)
+        reporter.final(result, rec)
 
-    fit(state, data, rule, protocol, on_final=finish,
-        on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict()) if s.seeds else None)
+    try:
+        fit(state, data, rule, protocol, on_final=finish, on_rows=reporter.rows, on_step=reporter.step,
+            on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict()) if s.seeds else None)
+    finally:
+        reporter.close()
     store.drop_checkpoint(ckpt)
-    for seed in seeds:
-        r = records[seed]
-        log.info(f"seed {seed}: {r['stop']} after {r['epochs']} epochs, train {_pct(r['train_error'])}, "
-                 f"test {_pct(r['test_error'])}")
     log.info(f"records: {store.record_path(cfg, seeds[0]).parent}/")
     return records
 
@@ -192,10 +200,6 @@ def row_label(cfg: DictConfig) -> str:
     return cfg.model.label + cfg.reg.label
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{x:.2f}%"
-
-
 def _context(cfg: DictConfig, device: torch.device, stacked: int) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     config["lr"] = effective_lr(cfg)
@@ -210,6 +214,9 @@ def _context(cfg: DictConfig, device: torch.device, stacked: int) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),     # uncommitted changes: git_commit alone does not say what ran
+        "host": platform.node(),
+        "overrides": _overrides(),     # the command line's overrides, as typed (None: called from Python)
     }
 
 
@@ -222,6 +229,7 @@ def _record(context: dict, result: SeedResult, wall_seconds: float) -> dict:
     return {
         **context,
         "seed": result.seed,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "stop": result.stop,
         "epochs": last["epoch"],
         "train_error": None if diverged else last["train_error"],
@@ -232,10 +240,26 @@ def _record(context: dict, result: SeedResult, wall_seconds: float) -> dict:
     }
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """git's output in the folder dfarun's code lies in; None outside a checkout (a wheel)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_commit() -> str | None:
+    return _git("rev-parse", "HEAD")
+
+
+def _git_dirty() -> bool | None:
+    """Uncommitted changes to tracked files (run records and other untracked files aside)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
+
+
+def _overrides() -> list[str] | None:
+    from hydra.core.hydra_config import HydraConfig
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None

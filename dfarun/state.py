@@ -17,6 +17,7 @@ from .rules import Rule
 
 AVG_START = 1.0            # moving average of the training error (fraction) starts at 100%
 DATA_ORDER_OFFSET = 2**32  # data-order generator seed = seed + offset: disjoint from init streams
+NOISE_OFFSET = 2**33       # dropout-mask generator seed = seed + offset: a third disjoint stream
 
 
 @dataclass
@@ -31,7 +32,7 @@ class State:
     avg: list[float]                   # moving average of the training error (fraction)
     halvings: list[int]
     history: list[list[dict]]
-    noise: torch.Generator             # dropout masks for the whole stack, on the device
+    noise: list[torch.Generator]       # dropout masks, on the device
     epoch: int = 0
 
     def select(self, keep: list[int]) -> State:
@@ -39,13 +40,13 @@ class State:
         pick = lambda xs: [xs[i] for i in keep]
         return State(pick(self.seeds), self.net.select(idx), [b[idx] for b in self.feedback],
                      [v[idx] for v in self.sq_avg], pick(self.data_order), pick(self.lr_scale),
-                     pick(self.avg), pick(self.halvings), pick(self.history), self.noise, self.epoch)
+                     pick(self.avg), pick(self.halvings), pick(self.history), pick(self.noise), self.epoch)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["net"] = self.net.to_dict()
         d["data_order"] = [g.get_state() for g in self.data_order]
-        d["noise"] = self.noise.get_state()
+        d["noise"] = [g.get_state() for g in self.noise]
         return d
 
     @classmethod
@@ -57,7 +58,7 @@ class State:
         d["net"] = ConvNet(W, b, act, ConvArch(**net["arch"])) if "arch" in net else MLP(W, b, act)
         d["feedback"], d["sq_avg"] = move(d["feedback"]), move(d["sq_avg"])
         d["data_order"] = [torch.Generator().set_state(s) for s in d["data_order"]]
-        d["noise"] = torch.Generator(device=device).set_state(d["noise"])
+        d["noise"] = [torch.Generator(device=device).set_state(s) for s in d["noise"]]
         return cls(**d)
 
 
@@ -85,4 +86,4 @@ def init_state(seeds: list[int], arch: MLPArch | ConvArch | list[int], activatio
     return State(list(seeds), net, stack(2), [torch.zeros_like(p) for p in net.params],
                  [torch.Generator().manual_seed(s + DATA_ORDER_OFFSET) for s in seeds],
                  [1.0] * n, [AVG_START] * n, [0] * n, [[] for _ in seeds],
-                 torch.Generator(device=device).manual_seed(sum(seeds) * 7919 + len(seeds)))
+                 [torch.Generator(device=device).manual_seed(s + NOISE_OFFSET) for s in seeds])

@@ -1,9 +1,8 @@
 """Training: every seed of one configuration in one stacked pass (protocol of REFERENCE.md).
 
 Each seed owns its init, feedback matrices, data order and learning rate, all derived from
-that seed alone, and every tensor op is batched over the leading seed dimension, so a seed
-follows the same trajectory alone or stacked with others (dropout masks aside: one generator
-draws them for the whole stack). A seed that converges, diverges or ends its schedule is
+that seed alone (its dropout masks too), and every tensor op is batched over the leading seed
+dimension, so a seed follows the same trajectory alone or stacked with others. A seed that converges, diverges or ends its schedule is
 final at that epoch and leaves the stack; the others go on.
 """
 from __future__ import annotations
@@ -109,8 +108,11 @@ def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr
     in cache: `fused=True` runs it as one torch.compile'd kernel (measured here on ten 2x800
     seeds: 34 -> 12 ms per step; compiling took 16 s, once per process and stack size). Where compiling
     fails (no C++ compiler, say) it warns once and stays eager."""
-    global _fused_failed
+    global _fused_failed, _fused_announced
     if fused and not _fused_failed:
+        if not _fused_announced:
+            _fused_announced = True
+            log.info("compiling the fused optimizer step (torch.compile, once per process; ~15 s on 2 CPU cores)")
         try:
             return _rmsprop_fused(params, grads, sq_avg, lr)
         except Exception as err:  # torch's compiler stack raises many kinds
@@ -130,6 +132,7 @@ def _rmsprop_eager(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tenso
 
 _rmsprop_fused = torch.compile(_rmsprop_eager, dynamic=True)  # compiled at its first call
 _fused_failed = False
+_fused_announced = False
 
 
 def bce(a_y: Tensor, target: Tensor) -> Tensor:
@@ -139,10 +142,12 @@ def bce(a_y: Tensor, target: Tensor) -> Tensor:
 
 # --- epochs --------------------------------------------------------------------------------
 
-def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol
+def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol,
+                on_step: Callable[[int, int], None] = lambda done, total: None
                 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
     """One reshuffled pass; returns per-seed (misclassified count, summed loss) as trained, and
-    the epoch's mean alignment angles [L, S] (signals, updates) when they are tracked."""
+    the epoch's mean alignment angles [L, S] (signals, updates) when they are tracked.
+    `on_step(done, total)` sees each finished mini-batch (progress inside long epochs)."""
     device = data.x_train.device
     n = data.x_train.shape[0]
     order = torch.stack([torch.randperm(n, generator=g) for g in state.data_order]).to(device)
@@ -152,13 +157,14 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol
           else protocol.lr * torch.tensor(state.lr_scale, device=device))
     dropout = None
     if protocol.p_input or protocol.p_hidden:
-        dropout = Dropout(protocol.p_input, protocol.p_hidden, state.noise, protocol.p_conv)
+        dropout = Dropout(protocol.p_input, protocol.p_hidden, tuple(state.noise), protocol.p_conv)
     # Figure 2 (left): W_1 and b_1 stay as they are during the first `freeze_first` epochs
     frozen = {0, len(state.net.weights)} if 0 < state.epoch <= protocol.freeze_first else set()
     params, sq_avg = ([t for k, t in enumerate(ts) if k not in frozen] for ts in (state.net.params, state.sq_avg))
     errors = torch.zeros(len(state.seeds), device=device)
     loss = torch.zeros(len(state.seeds), device=device)
     angles = []
+    steps = -(-n // protocol.batch_size)
     for step, start in enumerate(range(0, n, protocol.batch_size)):  # the last batch may be short
         idx = order[:, start:start + protocol.batch_size]
         x, y = data.x_train[idx], data.y_train[idx]
@@ -172,6 +178,7 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol
         rmsprop_(params, grads, sq_avg, lr, protocol.compile)
         errors += (a_y.argmax(-1) != y).sum(-1)
         loss += bce(a_y, target)
+        on_step(step + 1, steps)
     if not angles:
         return errors, loss, None
     return errors, loss, tuple(torch.stack(a).nanmean(0) for a in zip(*angles))
@@ -196,23 +203,31 @@ class SeedResult:
     net: MLP | ConvNet | None = None  # this seed's final weights, [1, ...] each
 
 
+def log_epoch(epoch: int, rows: dict[int, dict], max_epochs: int) -> None:
+    log.info(epoch_line(epoch, max_epochs, list(rows.values())))
+
+
 def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
         on_final: Callable[[SeedResult], None] = lambda r: None,
-        on_epoch: Callable[[State], None] = lambda s: None) -> list[SeedResult]:
-    """Train until every seed has stopped. `on_final` sees each seed as soon as it is final;
-    `on_epoch` sees the state after each epoch (checkpoints)."""
+        on_epoch: Callable[[State], None] = lambda s: None,
+        on_rows: Callable[[int, dict[int, dict], int], None] = log_epoch,
+        on_step: Callable[[int, int], None] = lambda done, total: None) -> list[SeedResult]:
+    """Train until every seed has stopped. After each epoch, `on_rows(epoch, {seed: row},
+    max_epochs)` sees the history row of every seed that trained it (progress.Reporter: lines,
+    live history, TensorBoard); then `on_final` sees each seed that became final, and
+    `on_epoch` the state that goes on (checkpoints). `on_step` is passed to train_epoch."""
     results = []
     while state.seeds:
         state.epoch += 1
         start = time.perf_counter()
         with torch.no_grad():
-            errors, loss, angles = train_epoch(state, data, rule, protocol)
+            errors, loss, angles = train_epoch(state, data, rule, protocol, on_step)
             evals = {name: (errors_on(state.net, x, y), len(y)) for name, (x, y) in data.evaluation().items()}
         errors, loss = errors.tolist(), loss.tolist()  # one sync per epoch
         evals = {name: (wrong.tolist(), n) for name, (wrong, n) in evals.items()}
         seconds = time.perf_counter() - start
 
-        keep = []
+        keep, final = [], []
         for i, seed in enumerate(state.seeds):
             row = {"epoch": state.epoch, "train_error": 100 * errors[i] / len(data.y_train),
                    "train_loss": loss[i] / len(data.y_train), "seconds": seconds}
@@ -227,9 +242,11 @@ def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
                 keep.append(i)
             else:
                 idx = torch.tensor([i], device=state.net.weights[0].device)
-                results.append(SeedResult(seed, stop, state.history[i], state.net.select(idx)))
-                on_final(results[-1])
-        log.info(_epoch_line(state.epoch, protocol.max_epochs, [h[-1] for h in state.history], seconds))
+                final.append(SeedResult(seed, stop, state.history[i], state.net.select(idx)))
+        on_rows(state.epoch, {s: h[-1] for s, h in zip(state.seeds, state.history)}, protocol.max_epochs)
+        for result in final:
+            on_final(result)
+        results += final
         if len(keep) < len(state.seeds):
             state = state.select(keep)
         on_epoch(state)
@@ -253,7 +270,10 @@ def _step_schedule(state: State, i: int, err: float, loss: float, protocol: Prot
     return None
 
 
-def _epoch_line(epoch: int, max_epochs: int, rows: list[dict], seconds: float) -> str:
+def epoch_line(epoch: int, max_epochs: int, rows: list[dict]) -> str:
+    """The epoch's errors over the seeds that trained it: mean [min-max] per data split."""
+    seconds = rows[0]["seconds"]
+
     def stat(key: str) -> str:
         vals = [r[key] for r in rows]
         mean = sum(vals) / len(vals)

@@ -43,12 +43,12 @@ def test_single_run_prints_each_epoch_and_writes_only_its_records(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
 
-    epochs = [int(m.group(1)) for m in re.finditer(r"^epoch\s+(\d+)/2\b", out.stdout, re.M)]
+    epochs = [int(m.group(1)) for m in re.finditer(r"^\d\d:\d\d:\d\d epoch\s+(\d+)/2\b", out.stdout, re.M)]
     assert epochs == [1, 2]
 
     assert os.listdir(tmp_path) == ["runs"]             # no outputs/, .hydra/ or log file
     files = records(runs)
-    assert sorted(os.listdir(runs)) == [p.name for p in files]  # no temp files either
+    assert sorted(os.listdir(runs)) == sorted([p.name for p in files] + ["live"])  # no temp files either
     assert [p.name[-10:] for p in files] == ["seed0.json", "seed1.json"]
     recs = [json.loads(p.read_text()) for p in files]
     assert [r["seed"] for r in recs] == [0, 1]
@@ -68,7 +68,7 @@ def test_multirun_writes_one_record_per_job(tmp_path):
     assert {tuple(n.split("_")[1:4]) for n in names} == {
         (d, "tanh", m) for d in ("1x800", "3x50") for m in ("bp", "fa", "dfa")}
     assert os.listdir(tmp_path) == ["runs"]
-    assert set(os.listdir(runs)) == names | {"sweeps"}
+    assert set(os.listdir(runs)) == names | {"sweeps", "live"}
     assert len(list((runs / "sweeps").glob("*/multirun.yaml"))) == 1
 
 

@@ -119,7 +119,7 @@ def test_conv_shared_evaluation_input_equals_per_seed_input():
 def test_conv_dropout_masks_pooled_outputs_and_their_feedback():
     net = random_net()
     x, target = batch(4)
-    drop = Dropout(0.0, 0.5, torch.Generator().manual_seed(0), p_conv=(0.75, 0.25))
+    drop = Dropout(0.0, 0.5, tuple(torch.Generator().manual_seed(i) for i in range(S)), p_conv=(0.75, 0.25))
     p = net.forward(x, drop)
     assert 0.6 < (p.masks[0] == 0).double().mean() < 0.9 and 0.1 < (p.masks[1] == 0).double().mean() < 0.4
     assert torch.equal(p.hs[1] == 0, p.masks[0] == 0)

@@ -55,13 +55,18 @@ def plain_forward(net: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.
 P_IN, P_HID = 0.1, 0.5
 
 
+def gens_for(seeds: int, first: int) -> tuple[torch.Generator, ...]:
+    """One dropout generator per seed, as State.noise holds them."""
+    return tuple(torch.Generator().manual_seed(first + i) for i in range(seeds))
+
+
 def test_dropout_masks_fraction_scaling_and_per_seed_draws():
     S, B, D, H = 2, 64, 200, 500
     net = twin_net(S, [D, H, H, 10])
     x1 = torch.rand(B, D, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.1  # no zero pixels
     x = x1.expand(S, -1, -1).clone()
-    gen = torch.Generator().manual_seed(0)
-    hs, dfs, a_y = net.forward(x, Dropout(P_IN, P_HID, gen))
+    gens = gens_for(S, 0)
+    hs, dfs, a_y = net.forward(x, Dropout(P_IN, P_HID, gens))
     assert len(hs) == 3 and len(dfs) == 2 and a_y.shape == (S, B, 10)
 
     # input: ~10% zeroed, the rest scaled by 1/0.9
@@ -84,12 +89,16 @@ def test_dropout_masks_fraction_scaling_and_per_seed_draws():
     assert not torch.equal(hs[0][0] != 0, hs[0][1] != 0)
     assert not torch.equal(hs[1][0] != 0, hs[1][1] != 0)
     # ... and different ones on every pass
-    again = net.forward(x, Dropout(P_IN, P_HID, gen))
+    again = net.forward(x, Dropout(P_IN, P_HID, gens))
     assert not torch.equal(again.hs[1] != 0, hs[1] != 0)
     # ... reproducibly from the generator's seed
-    replay = net.forward(x, Dropout(P_IN, P_HID, torch.Generator().manual_seed(0)))
+    replay = net.forward(x, Dropout(P_IN, P_HID, gens_for(S, 0)))
     for a, b in zip(replay.hs, hs):
         assert torch.equal(a, b)
+    # ... and a seed's masks are its own generator's alone: the second seed, run by itself
+    alone = twin_net(1, [D, H, H, 10]).forward(x[1:], Dropout(P_IN, P_HID, gens_for(S, 0)[1:]))
+    for a, b in zip(alone.hs, hs):
+        assert torch.equal(a[0], b[1])
 
 
 def test_evaluation_has_no_dropout_and_is_deterministic():
@@ -114,7 +123,7 @@ def test_dfa_with_dropout_masks_the_feedback_before_it_enters():
     feedback = init_state([5, 6], sizes, "tanh", RULES["dfa"], CPU).feedback
     x = torch.rand(S, B, 20) * 0.9 + 0.1
     target = torch.eye(4)[torch.randint(4, (S, B))]
-    p = net.forward(x, Dropout(P_IN, P_HID, torch.Generator().manual_seed(11)))
+    p = net.forward(x, Dropout(P_IN, P_HID, gens_for(S, 11)))
     e = torch.sigmoid(p.a_y) - target
     deltas = [net.local(p, k, s) for k, s in enumerate(RULES["dfa"].signals(e, net, p, feedback))]
     assert len(deltas) == 3
@@ -128,7 +137,7 @@ def test_dfa_with_dropout_masks_the_feedback_before_it_enters():
 
     # updates() uses the very masks of its own forward pass: dW_1 = δa_1ᵀ h_0 with the masked input
     grads, a_y = train.updates(net, feedback, RULES["dfa"], x, target,
-                               Dropout(P_IN, P_HID, torch.Generator().manual_seed(11)))
+                               Dropout(P_IN, P_HID, gens_for(S, 11)))
     torch.testing.assert_close(a_y, p.a_y)
     torch.testing.assert_close(grads[0], deltas[0].transpose(1, 2) @ p.hs[0])
     torch.testing.assert_close(grads[len(net.weights) - 1], e.transpose(1, 2) @ p.hs[-1])

@@ -6,10 +6,12 @@ shrunk to a tiny synthetic set with the store under tmp_path. Training tests use
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
 import os
+import platform
 import re
 from pathlib import Path
 
@@ -62,7 +64,8 @@ def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, 
     assert [r["seed"] for r in records] == [0, 1, 2]
     runs = store_dir(tmp_path)
     names = sorted(os.listdir(runs))  # listdir shows dotfiles too: a left-over temp file would show
-    assert names == sorted(store.record_path(cfg, s).name for s in (0, 1, 2))
+    assert names == sorted([*(store.record_path(cfg, s).name for s in (0, 1, 2)), "live"])
+    names.remove("live")
     assert len(set(names)) == 3
     assert all(store.record_path(cfg, s).name.endswith(f"_seed{s}.json") for s in (0, 1, 2))
     assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")]
@@ -91,6 +94,12 @@ def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, 
         assert "git_commit" in rec
         assert rec["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", rec["git_commit"])
         assert rec["stacked_seeds"] == 3
+        # where it came from: when (UTC), where, from which command line (None: called from Python)
+        created = dt.datetime.fromisoformat(rec["created_utc"])
+        assert created.utcoffset() == dt.timedelta(0)
+        assert abs(dt.datetime.now(dt.timezone.utc) - created) < dt.timedelta(minutes=10)
+        assert rec["host"] == platform.node() and rec["overrides"] is None
+        assert rec["git_dirty"] in (True, False, None)
         assert isinstance(rec["wall_seconds"], float) and rec["wall_seconds"] > 0
 
         assert rec["stop"] in STOPS

@@ -44,15 +44,17 @@ def test_fused_rmsprop_equals_eager():
     assert not train._fused_failed  # it really ran compiled
 
 
-@pytest.mark.parametrize("method", ["bp", "dfa"])
-def test_stacked_seeds_equal_single_seed(method, toy_data):
+@pytest.mark.parametrize("method,dropout", [("bp", False), ("dfa", False), ("bp", True), ("dfa", True)])
+def test_stacked_seeds_equal_single_seed(method, dropout, toy_data):
+    """Dropout too: each seed draws its masks from its own generator."""
     data = toy_data
     sizes = [12, 16, 16, 3]
     stacked = init_state([3, 5, 7], sizes, "tanh", RULES[method], CPU)
     alone = init_state([5], sizes, "tanh", RULES[method], CPU)
+    protocol = Protocol(1e-2, 32, 1, p_input=0.1 * dropout, p_hidden=0.5 * dropout)
     for _ in range(3):
-        e_stack, l_stack, _ = train_epoch(stacked, data, RULES[method], Protocol(1e-2, 32, 1))
-        e_alone, l_alone, _ = train_epoch(alone, data, RULES[method], Protocol(1e-2, 32, 1))
+        e_stack, l_stack, _ = train_epoch(stacked, data, RULES[method], protocol)
+        e_alone, l_alone, _ = train_epoch(alone, data, RULES[method], protocol)
         assert e_stack[1] == e_alone[0]
         torch.testing.assert_close(l_stack[1], l_alone[0], rtol=1e-4, atol=1e-4)
     for p_stack, p_alone in zip(stacked.net.params, alone.net.params):
