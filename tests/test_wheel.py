@@ -1,0 +1,65 @@
+"""The package as a user installs it: a wheel, installed away from the checkout, run from
+another folder. The other tests import dfarun from the checkout, so they cannot see a
+file the wheel forgets (conf/ above all)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """Build the wheel (no network: the venv's setuptools) and install it, without its
+    dependencies (the venv has them), into a folder of its own."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    [wheel] = (tmp / "dist").glob("dfarun-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for conf in (ROOT / "conf").rglob("*.yaml"):  # every config ships, under dfarun/conf/
+        assert f"dfarun/conf/{conf.relative_to(ROOT / 'conf').as_posix()}" in names
+    assert "dfarun/paper_results.csv" in names
+    target = tmp / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                              str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    return target
+
+
+def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """A console script of the installed wheel; PYTHONPATH puts the wheel's copy of dfarun
+    ahead of the checkout's editable install."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DFARUN_THREADS")}
+    env["PYTHONPATH"] = str(site)
+    return subprocess.run([str(site / "bin" / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_wheel_runs_a_job_and_renders_a_table_from_another_folder(installed, tmp_path):
+    where = subprocess.run([sys.executable, "-c", "import dfarun.config as c; print(c.CONF_DIR)"],
+                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)},
+                           capture_output=True, text=True, timeout=60)
+    assert Path(where.stdout.strip()) == installed / "dfarun" / "conf"  # not the checkout's conf/
+
+    out = run_installed(installed, tmp_path, "dfarun", "dataset=synthetic", "model=3x50_tanh", "max_epochs=1",
+                        "compile=false", "dataset.train_size=256", "dataset.test_size=128",
+                        "dataset.features=16", "store=runs")
+    assert out.returncode == 0, out.stderr
+    [record] = (tmp_path / "runs").glob("*.json")
+    rec = json.loads(record.read_text())
+    assert rec["epochs"] == 1 and rec["config"]["model"]["name"] == "3x50_tanh"
+
+    tables = run_installed(installed, tmp_path, "dfarun-tables", "--store", "runs", "--out", "out", "--tables", "1")
+    assert tables.returncode == 0, tables.stderr
+    assert (tmp_path / "out" / "table1.md").is_file()
+    figures = run_installed(installed, tmp_path, "dfarun-figures", "--help")
+    assert figures.returncode == 0 and "usage" in figures.stdout
