@@ -1,6 +1,6 @@
 """The paper's convolutional network (Tables 2 and 3), every seed in one grouped convolution.
 
-"As in the dropout paper but tanh" (REFERENCE.md): blocks of conv k x k (stride 1, padding
+"As in the dropout paper but tanh" (docs/protocol.md): blocks of conv k x k (stride 1, padding
 k//2) -> f -> max-pool 3x3 stride 2 with 96, 128 and 256 channels, then fully connected
 hidden layers (2 x 2048) and the logistic output layer. The same interface as nets.MLP, so
 the rules and the trainer do not know which network they train. Hidden layer k is conv

@@ -5,7 +5,7 @@ A rule is three things, and this file is the only place they are written:
   feedback(W, hidden, classes, gen) -> [B_i]   its fixed feedback matrices, for one seed
   zero_init, mlp_first_random                  which forward weights start at zero (tanh/logistic)
 
-δh_i stands where back-propagation's gradient with respect to h_i would (REFERENCE.md: the
+δh_i stands where back-propagation's gradient with respect to h_i would (docs/protocol.md: the
 feedback "replaces the gradient with respect to the hidden layer's output"; in the conv net,
 h_i of a conv block is its max-pooled output). The network then applies its local step,
 δa_i = net.local(p, i, δh_i) (δh ⊙ f'(a), through the pooling and dropout mask where there are

@@ -1,4 +1,4 @@
-"""Training: every seed of one configuration in one stacked pass (protocol of REFERENCE.md).
+"""Training: every seed of one configuration in one stacked pass (protocol: docs/protocol.md).
 
 Each seed owns its init, feedback matrices, data order and learning rate, all derived from
 that seed alone (its dropout masks too), and every tensor op is batched over the leading seed

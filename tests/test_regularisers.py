@@ -1,5 +1,5 @@
 """Regularisers and the validation protocol: dropout, fast-gradient-sign training, the auto
-schedule, the validation hold-out and the paper's grid rows (REFERENCE.md, "Regularisers"
+schedule, the validation hold-out and the paper's grid rows (docs/protocol.md, "Regularisers"
 and "Training regime").
 
 Unit tests work on hand-built nets and `toy_data`; the end-to-end ones go through

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,8 +21,11 @@ def installed(tmp_path_factory) -> Path:
     """Build the wheel (no network: the venv's setuptools) and install it, without its
     dependencies (the venv has them), into a folder of its own."""
     tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"  # a copy: setuptools' build/ folder in the checkout may hold stale files
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "runs", "results", "*.egg-info", "__pycache__", ".pytest_cache"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-q", "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     [wheel] = (tmp / "dist").glob("dfarun-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
