@@ -12,7 +12,7 @@ DATA := $(if $(strip $(DATA_DIR)),data_dir=$(strip $(DATA_DIR)))
 
 STORE ?= runs
 EXPERIMENTS := fig2-right fig2-frozen fig3 ifa-4x100 deep
-.PHONY: help install test run bench tables figures clean table1 table2 table3 quick-table1 quick-table2 \
+.PHONY: help install test test-slurm run bench tables figures clean table1 table2 table3 quick-table1 quick-table2 \
         quick-table3 $(EXPERIMENTS)
 
 help:  ## list the targets
@@ -30,6 +30,9 @@ $(BIN)/.installed: pyproject.toml
 
 test: install  ## run the test suite (synthetic data, CPU, a few minutes)
 	$(BIN)/pytest -q
+
+test-slurm: install  ## the tests through a real Slurm: a one-node cluster here (root; apt-get installs Slurm)
+	scripts/slurm/test.sh $(BIN)/pytest -q
 
 run: install  ## train 2x800 tanh with DFA on MNIST (the default experiment)
 	$(BIN)/dfarun method=dfa model=2x800_tanh $(DATA) $(ARGS)

@@ -65,6 +65,8 @@ def main() -> None:
         check_args(sys.argv[1:])
     except DfarunError as err:
         _fail(err)
+    from .slurm import install  # hydra/launcher=slurm: a wait and errors fit for a real cluster
+    install()
     _main()
 
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,3 +57,33 @@ def toy_data() -> Data:
     y = torch.randint(3, (300,), generator=g)
     x = (protos[y] + 0.1 * torch.randn(300, 12, generator=g)).clamp(0, 1)
     return Data(x[:200], y[:200], x[200:], y[200:])
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slurm` need a Slurm cluster on this machine; without one they are skipped,
+    saying why (make test-slurm starts one and runs them)."""
+    marked = [item for item in items if "slurm" in item.keywords]
+    if marked and (why := _no_slurm_cluster()):
+        if os.environ.get("DFARUN_SLURM_REQUIRED"):  # make test-slurm: a skip would read as a pass
+            raise pytest.UsageError(f"the slurm tests cannot run: {why}")
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
+def _no_slurm_cluster() -> str | None:
+    """Why the slurm tests cannot run here, or None when they can."""
+    hint = "`make test-slurm` starts a one-node cluster and runs them"
+    conf = os.environ.get("SLURM_CONF")
+    if not conf:  # not the cluster of a login node, whose nodes do not see this machine's /tmp
+        return f"no Slurm cluster up (SLURM_CONF is not set): {hint}"
+    if not shutil.which("sinfo"):
+        return f"Slurm is not installed: {hint}"
+    try:
+        out = subprocess.run(["sinfo", "--noheader", "--format=%N"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return f"the Slurm cluster of SLURM_CONF={conf} does not answer: {hint}"
+    if out.returncode != 0:
+        return f"the Slurm cluster of SLURM_CONF={conf} does not answer ({out.stderr.strip()}): {hint}"
+    if out.stdout.split() != [socket.gethostname().split(".")[0]]:
+        return f"the Slurm cluster of SLURM_CONF={conf} is not one node on this machine: {hint}"
+    return None
