@@ -66,6 +66,7 @@ EOF
 start() {
     [ "$(id -u)" = 0 ] || { echo "cluster.sh: the Slurm daemons need root" >&2; exit 1; }
     mkdir -p "$dir"
+    chmod 755 "$dir"  # munged wants its socket's folder searchable by all (mktemp -d makes it 0700)
     write_conf
     head -c 1024 /dev/urandom > "$dir/munge.key"
     chmod 400 "$dir/munge.key"
