@@ -5,9 +5,12 @@ sweep) and validates it, so that any bad input -- an override that does not pars
 key or group option, a wrong type, a bad value, a missing device or folder -- is one line
 on stderr and exit code 2, before anything is written (Hydra's own compose errors would be
 several lines and exit code 1). It imports no torch until the config is known to compose.
+Grids and rows are checked against the command line too (grids.py). Whatever escapes later, in
+any job, is one line as well, with its own exit code (guard.py).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -17,7 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from .config import CONF_DIR, ConfigError, DfarunError, expected, unknown_key, validate
+from . import grids
+from .config import CONF_DIR, ConfigError, DfarunError, check_folder, expected, unknown_key, validate
+from .guard import catch_sigterm, in_job, report
 
 CONFIG_NAME = "config"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -51,28 +56,62 @@ def _set_threads() -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def _main(cfg: DictConfig) -> None:
     from .runner import run
-    try:
+
+    def job() -> None:
         _set_threads()
         run(cfg)
-    except DfarunError as err:
-        _fail(err)
+    in_job(f"{cfg.dataset.name} {cfg.model.name} {cfg.method.name} seeds {list(cfg.seeds)}", job)
 
 
 def main() -> None:
+    """The console script: check, then let Hydra run; anything that escapes is one line
+    (guard.py), traceback only under DFARUN_DEBUG=1."""
     # torch's compiler warns that a CUDA build found no CUDA runtime; on a CPU machine that is expected
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
-        check_args(sys.argv[1:])
-    except DfarunError as err:
-        _fail(err)
-    from .slurm import install  # hydra/launcher=slurm: a wait and errors fit for a real cluster
-    install()
-    _main()
+        with catch_sigterm():
+            check_args(sys.argv[1:])
+            from .slurm import install  # hydra/launcher=slurm: a wait and errors fit for a real cluster
+            install()
+            with _hydra_raises():
+                _main()
+    except SystemExit:  # --help and the like
+        raise
+    except BaseException as err:  # noqa: BLE001 - every way out is reported, in one line
+        sys.exit(report(err))
 
 
-def _fail(err: DfarunError) -> None:
-    print(f"dfarun: error: {err}", file=sys.stderr)
-    sys.exit(2)
+@contextlib.contextmanager
+def _hydra_raises():
+    """Hydra prints a job's exception with its traceback and exits 1 unless HYDRA_FULL_ERROR=1,
+    with which it raises it: to main's guard. Its own line before that ("Error executing job
+    with overrides: [...]") is left out: the guard's line says what failed."""
+    before, stderr = os.environ.get("HYDRA_FULL_ERROR"), sys.stderr
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.stderr = _WithoutHydraJobError(stderr)
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
+
+
+class _WithoutHydraJobError:
+    """A stream that passes on everything but Hydra's "Error executing job" line."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides: "):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def check_args(argv: list[str]) -> list[DictConfig]:
@@ -85,7 +124,9 @@ def check_args(argv: list[str]) -> list[DictConfig]:
     from hydra.errors import HydraException, OverrideParseException
     from hydra.types import RunMode
 
-    args = get_args_parser().parse_args(argv)
+    argparser = get_args_parser()
+    argparser.error = _usage_error  # argparse prints its usage, several lines: one line instead
+    args = argparser.parse_args(argv)
     if (args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
             or args.config_dir or args.experimental_rerun):
         return []
@@ -103,11 +144,15 @@ def check_args(argv: list[str]) -> list[DictConfig]:
                               ) from None
     multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN"
                                     for o in parsed)
+    if args.multirun + bool(args.cfg) + args.run > 1:
+        raise DfarunError("-m, -c/--cfg and -r/--run: expected one of them at most")
     for o in parsed:
         if o.is_sweep_override() and not multirun:
             raise ConfigError(o.key_or_group, o.get_value_string(), "a sweep needs -m (--multirun); "
                               f"a list is written {o.key_or_group}=[a,b]")
-    cfgs = []
+    if not args.cfg:  # --cfg shows a config, contradictions and all
+        grids.check_command_line(parsed, multirun)
+    cfgs, sweep_dir = [], None
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dfarun"):
         try:
             jobs = _sweep_jobs(GlobalHydra.instance().hydra, name, overrides, RunMode.MULTIRUN) \
@@ -115,14 +160,40 @@ def check_args(argv: list[str]) -> list[DictConfig]:
         except (HydraException, OmegaConfBaseException, ValueError) as err:
             raise _one_line(err, overrides) from None
         for job in jobs:
+            if not args.cfg:
+                grids.check_job(parser.parse_overrides(job))
             try:
                 cfgs.append(_compose(compose, GlobalHydra.instance().config_loader(), name, job))
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 raise _one_line(err, job) from None
+        if multirun and not args.cfg:
+            sweep_dir = _sweep_dir(name, overrides)
     if not args.cfg:  # --cfg shows a config, bad values and all
         for cfg in cfgs:  # after composing them all: a compose error is found without importing torch
             validate(cfg)
+        if isinstance(sweep_dir, DfarunError):  # after validate, which names a root cause (~store) first
+            raise sweep_dir
+        if sweep_dir is not None:  # where Hydra writes multirun.yaml (under <store>/sweeps/)
+            check_folder("hydra.sweep.dir", sweep_dir, "for the sweep's multirun.yaml")
     return cfgs
+
+
+def _usage_error(message: str):
+    raise DfarunError(f"{message}; expected dfarun [-m] [key=value ...], flags first (dfarun --help)")
+
+
+def _sweep_dir(name: str, overrides: list[str]) -> str | DfarunError:
+    """The folder Hydra will make for a -m sweep, resolved now (its ${now:} differs by seconds:
+    only the folders above it matter); the error, when it does not resolve."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    try:
+        primary = GlobalHydra.instance().hydra.compose_config(name, overrides, run_mode=RunMode.MULTIRUN,
+                                                              with_log_configuration=False)
+        return str(primary.hydra.sweep.dir)
+    except (OmegaConfBaseException, ValueError) as err:
+        return DfarunError(f"hydra.sweep.dir: cannot be resolved ({_first_line(err)})")
 
 
 def _sweep_jobs(hydra_, name: str, overrides: list[str], mode) -> list[list[str]]:

@@ -8,9 +8,9 @@ so a bad value fails at start with one line, before anything is loaded or writte
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ _PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
 CONF_DIR = _PACKAGED_CONF if (_PACKAGED_CONF / "config.yaml").is_file() \
     else Path(__file__).resolve().parent.parent / "conf"
 SCHEDULES = ("constant", "auto")
+LOGGERS = ("none", "tensorboard")
 VAL_SIZE = 10_000  # val=true holds out the last 10,000 training examples (author's split)
 
 
@@ -39,7 +40,15 @@ class DfarunError(Exception):
 
 class ConfigError(DfarunError):
     def __init__(self, key: str, value, allowed: str):
-        super().__init__(f"{key}={value!r}: {allowed}")
+        super().__init__(f"{key}={_REPR.repr(value)}: {allowed}")
+
+    def __reduce__(self):  # pickled by joblib's workers: rebuild from the message
+        return DfarunError, (str(self),)
+
+
+_REPR = reprlib.Repr()  # a huge value is shown cut, so that the error stays one readable line
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxlong = 160, 160, 12, 40
+INT64 = 2**63
 
 
 # --- schema -----------------------------------------------------------------------
@@ -132,61 +141,38 @@ def _check(ok: bool, key: str, value, allowed: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key. Hydra checked the types on compose; this
-    checks the rest: known keys, no ??? left, ranges, names, the device and the folders."""
-    from .data import LOADERS, check_data_dir
-    from .nets import ACTIVATIONS
-    from .rules import RULES
+    checks the rest: every key there and known, no ??? left, ranges and names (checks.py),
+    the device, the memory the job needs, and every folder and file name the job will use."""
+    from . import store
+    from .checks import check_conv, check_memory, check_values
+    from .data import check_data_dir
 
     _check_structure(cfg, Config)
-    _check(cfg.method.name in RULES, "method.name", cfg.method.name, f"expected one of {sorted(RULES)}")
-    act = cfg.model.activation
-    _check(act in ACTIVATIONS, "model.activation", act, f"expected one of {sorted(ACTIVATIONS)}")
-    _check(cfg.dataset.name in LOADERS, "dataset.name", cfg.dataset.name, f"expected one of {sorted(LOADERS)}")
-    _check(cfg.dataset.classes >= 2, "dataset.classes", cfg.dataset.classes, "expected an int >= 2")
-    _check(cfg.model.depth >= 1, "model.depth", cfg.model.depth, "expected an int >= 1")
-    _check(cfg.model.width >= 1, "model.width", cfg.model.width, "expected an int >= 1")
-    seeds = list(cfg.seeds)
-    _check(len(seeds) > 0, "seeds", seeds, "expected a non-empty list of ints, e.g. seeds=[0,1,2]")
-    _check(len(set(seeds)) == len(seeds), "seeds", seeds, "expected distinct seeds")
-    _check(all(s >= 0 for s in seeds), "seeds", seeds, "expected ints >= 0")
-    _check(cfg.max_epochs >= 1, "max_epochs", cfg.max_epochs, "expected an int >= 1")
-    _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "expected an int >= 1")
-    _check(math.isfinite(cfg.dataset.lr) and cfg.dataset.lr > 0, "dataset.lr", cfg.dataset.lr,
-           "expected a float > 0")
-    lr = effective_lr(cfg)
-    _check(math.isfinite(lr) and lr > 0, "lr", lr, "expected a float > 0 (or null for the data set's rate)")
-    size = cfg.dataset.train_size
-    if cfg.dataset.name == "synthetic":  # generated: every size must be given
-        for key in ("train_size", "test_size", "features"):
-            v = cfg.dataset[key]
-            _check(v is not None and v >= 1, f"dataset.{key}", v, "expected an int >= 1")
-        _check(cfg.dataset.noise >= 0, "dataset.noise", cfg.dataset.noise, "expected a float >= 0")
-    _check(size is None or size >= 1, "dataset.train_size", size, "expected null or an int >= 1")
-    _check(cfg.schedule in SCHEDULES, "schedule", cfg.schedule, f"expected one of {list(SCHEDULES)}")
-    for key in ("p_input", "p_hidden"):
-        p = cfg.reg[key]
-        _check(0 <= p < 1, f"reg.{key}", p, "expected a probability in [0, 1)")
-    _check(cfg.reg.eps >= 0, "reg.eps", cfg.reg.eps, "expected a float >= 0")
-    _check(cfg.freeze_first_epochs >= 0, "freeze_first_epochs", cfg.freeze_first_epochs, "expected an int >= 0")
-    _check(cfg.align_every >= 1, "align_every", cfg.align_every, "expected an int >= 1 (steps)")
-    if cfg.val:
-        n = cfg.dataset.train_size or 0
-        _check(n == 0 or n > VAL_SIZE, "val", True,
-               f"needs more than {VAL_SIZE} training examples (dataset.train_size={n})")
-    _check(cfg.dataset.zca_eps > 0, "dataset.zca_eps", cfg.dataset.zca_eps, "expected a float > 0")
+    check_values(cfg)
     if cfg.model.channels:
-        _validate_conv(cfg)
-    resolve_device(cfg.device)
+        check_conv(cfg)
+    check_memory(cfg, resolve_device(cfg.device))
     # the store must be writable only where seeds are left to train (runner.run checks that)
-    check_folder("store", cfg.store, "the run records can be written to",
-                 write=not Path(cfg.store).expanduser().is_dir())
+    store.check_paths(cfg, write=not _is_dir(cfg.store))
     check_data_dir(cfg.dataset.name, cfg.data_dir)
+
+
+def _is_dir(value: str) -> bool:
+    try:
+        return Path(value).expanduser().is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _check_structure(cfg: DictConfig, schema: type, prefix: str = "") -> None:
     """Every key is in the schema (`+key=` can add one), none is left at ???, all resolve."""
     fields = typing.get_type_hints(schema)
     raw = OmegaConf.to_container(cfg, resolve=False)
+    present = set(cfg.keys())  # `key in cfg` is false for a ??? value too
+    for key in fields:  # `~key` deletes a key, which the schema does not notice
+        if key not in present:
+            raise DfarunError(f"~{prefix}{key}: keys cannot be deleted; set a value instead, "
+                              f"{prefix}{key}=<{expected(prefix + key)}>")
     for key in cfg.keys():
         path = f"{prefix}{key}"
         if key not in fields:
@@ -196,19 +182,28 @@ def _check_structure(cfg: DictConfig, schema: type, prefix: str = "") -> None:
             _check_structure(cfg[key], fields[key], f"{path}.")
             continue
         try:
-            cfg[key]
+            value = cfg[key]
         except OmegaConfBaseException as err:
             raise ConfigError(path, raw[key], f"cannot be resolved ({str(err).splitlines()[0]})") from None
+        items = list(value) if OmegaConf.is_list(value) else [value]
+        # torch and the record format hold 64-bit ints; Python would take any size
+        _check(all(-INT64 <= v < INT64 for v in items if isinstance(v, int)), path,
+               items if OmegaConf.is_list(value) else value, f"too large for a 64-bit int (|n| < 2**63); expected {expected(path)}")
 
 
 def check_folder(key: str, value: str, purpose: str, write: bool = True) -> None:
     """`value` is no file; with write=True, a folder it can write to, or can make (no file in
     the way, and the nearest existing folder above is writable)."""
-    path = Path(value).expanduser()
-    _check(not path.exists() or path.is_dir(), key, value, f"is a file; expected a folder {purpose}")
-    if not write:
-        return
-    near = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
+    _check(str(value).strip() != "", key, value, f"expected a folder {purpose}")
+    try:
+        path = Path(value).expanduser()
+        _check(not path.exists() or path.is_dir(), key, value, f"is a file; expected a folder {purpose}")
+        if not write:
+            return
+        near = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
+    except (OSError, RuntimeError, ValueError) as err:  # a name too long, no permission, no $HOME for ~
+        raise ConfigError(key, value, f"cannot be used ({getattr(err, 'strerror', None) or err}); "
+                                      f"expected a folder {purpose}") from None
     _check(near.is_dir(), key, value, f"{near} is a file, so the folder cannot be made; "
                                       f"expected a folder {purpose}")
     _check(os.access(near, os.W_OK | os.X_OK), key, value, f"{near} is not writable; expected a folder {purpose}")
@@ -254,34 +249,6 @@ def unknown_key(path: str, value) -> ConfigError:
     where = f"the keys of {parent}" if parent else "the top-level keys"
     return ConfigError(path, value, f"unknown key; expected one of {where}: {keys} (keys cannot be "
                                     f"added, not even with +{path}=)")
-
-
-def _validate_conv(cfg: DictConfig) -> None:
-    """A conv net: its blocks must fit the data set's images, and the rule must know conv nets."""
-    from .data import image_shape
-    from .rules import RULES
-
-    m = cfg.model
-    conv_rules = sorted(k for k, r in RULES.items() if r.conv)
-    _check(RULES[cfg.method.name].conv, "method.name", cfg.method.name,
-           f"not defined for conv nets (model.channels set); expected one of {conv_rules}")
-    _check(all(c >= 1 for c in m.channels), "model.channels", list(m.channels), "expected ints >= 1")
-    _check(m.kernel >= 1 and m.kernel % 2 == 1, "model.kernel", m.kernel, "expected an odd int >= 1")
-    _check(m.pool >= 1, "model.pool", m.pool, "expected an int >= 1")
-    _check(m.pool_stride >= 1, "model.pool_stride", m.pool_stride, "expected an int >= 1")
-    p_conv = list(cfg.reg.p_conv)
-    _check(not p_conv or len(p_conv) == len(m.channels), "reg.p_conv", p_conv,
-           f"expected [] or one probability per conv block ({len(m.channels)})")
-    _check(all(0 <= p < 1 for p in p_conv), "reg.p_conv", p_conv, "expected probabilities in [0, 1)")
-    shape = image_shape(cfg.dataset)
-    _check(shape is not None, "dataset.shape", None,
-           "a conv net needs images: set dataset.shape=[C,H,W] with C*H*W = dataset.features")
-    _check(cfg.dataset.name != "synthetic" or math.prod(shape) == cfg.dataset.features, "dataset.shape",
-           list(shape), f"expected C*H*W = dataset.features ({cfg.dataset.features})")
-    from .conv import ConvArch
-    last = ConvArch(shape, tuple(m.channels), (), cfg.dataset.classes, m.kernel, m.pool, m.pool_stride).blocks()[-1]
-    _check(min(last[1:]) >= 1, "model.channels", list(m.channels),
-           f"too many pooling blocks for {list(shape)} images (each maps n -> (n - {m.pool}) // {m.pool_stride} + 1)")
 
 
 def effective_lr(cfg: DictConfig) -> float:

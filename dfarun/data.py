@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +21,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from .config import ConfigError, DfarunError, check_folder
+
+log = logging.getLogger("dfarun")
 
 
 @dataclass
@@ -42,6 +46,8 @@ class Data:
 
     def hold_out(self, n: int) -> Data:
         """Move the last n training examples to a validation set."""
+        if n >= len(self.y_train):  # data files smaller than the data set's published size
+            raise ConfigError("val", True, f"needs more than {n} training examples; the data hold {len(self.y_train)}")
         return Data(self.x_train[:-n], self.y_train[:-n], self.x_test, self.y_test,
                     self.x_train[-n:], self.y_train[-n:], self.shape)
 
@@ -69,6 +75,8 @@ def check_data_dir(name: str, data_dir: str) -> None:
     there = all((root / folder / f).is_file() for f in files)
     check_folder("data_dir", data_dir, f"that holds {name} ({', '.join(files)} in {folder}/) or one "
                                        f"it can be downloaded into", write=not there)
+    if there and name == "mnist":  # small enough to check whole now (CIFAR's md5 is checked on loading)
+        check_mnist_files(root / folder, data_dir)
 
 
 def _torchvision(name: str, data_dir: str, train: bool):
@@ -83,6 +91,7 @@ def _torchvision(name: str, data_dir: str, train: bool):
         if all((root / folder / f).is_file() for f in files):  # there but bad: never download over it
             raise _corrupt(cls, name, data_dir, err) from None
     created = [p for p in [root, *(root / folder).parents, root / folder] if not p.exists()]
+    log.info(f"{name}: not in {root / folder}/; downloading it there")
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return cls(root=str(root), train=train, download=True)
@@ -90,10 +99,26 @@ def _torchvision(name: str, data_dir: str, train: bool):
         for path in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
             with contextlib.suppress(OSError):
                 path.rmdir()  # leave nothing behind but what was there: only empty dirs we made
-        raise DfarunError(
-            f"dataset={name}: expected {', '.join(files)} in {root / folder}, and the download "
-            f"failed ({_first_line(err)}); download them on a machine with internet (torchvision layout) "
-            f"and point data_dir= at that folder") from None
+        # the files go in <data_dir>/<folder>/: data_dir= names the folder above <folder>
+        raise DfarunError(f"dataset={name}: download failed ({_reason(err)}); put {_listing(files)} in "
+                          f"{root / folder}/ (data_dir= names the folder above {folder.split('/')[0]}/)") from None
+
+
+def _listing(files: list[str]) -> str:
+    """File names for a message, a numbered run shortened: data_batch_1 ... data_batch_5."""
+    numbered = [f for f in files if f[-1].isdigit()]
+    if len(numbered) > 2:
+        files = [f"{numbered[0]} ... {numbered[-1]}", *(f for f in files if f not in numbered)]
+    return ", ".join(files)
+
+
+def _reason(err: Exception) -> str:
+    """Why a download failed, whole: torchvision's MNIST error is one line per mirror tried
+    ("Tried <url>, got:" / "<urlopen error ...>"), its first line only names the file."""
+    lines = [line.strip().strip("<>").rstrip(":") for line in str(err).splitlines() if line.strip()]
+    causes = [line for line in lines[1:] if not line.startswith("Tried ")]
+    reasons = list(dict.fromkeys(causes or lines[:1])) or [type(err).__name__]
+    return "; ".join(reasons)
 
 
 def _corrupt(cls, name: str, data_dir: str, err: Exception) -> ConfigError:
@@ -134,8 +159,63 @@ def _first_line(err: Exception) -> str:
 
 
 def _mnist(cfg: DictConfig, data_dir: str) -> Raw:
+    folder, files = EXPECTED_FILES["mnist"]
+    raw = Path(data_dir).expanduser() / folder
+    if all((raw / f).is_file() for f in files):  # also here: load() is called without validate()
+        check_mnist_files(raw, data_dir)
     splits = [_torchvision("mnist", data_dir, train) for train in (True, False)]
     return tuple(t for s in splits for t in (s.data.reshape(len(s.data), -1), s.targets.long()))
+
+
+IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}  # uint8 data, 3 and 1 dimensions
+
+
+def check_mnist_files(raw: Path, data_dir: str) -> None:
+    """The four IDX files, before anything trains on them (and before Hydra starts): magic
+    numbers, 28x28 images, sizes that match the counts in their headers and each other, labels
+    0 to 9. ConfigError naming the file otherwise (the user deletes it; we never do)."""
+    for split in ("train", "t10k"):
+        images = _idx(raw / f"{split}-images-idx3-ubyte", "images", data_dir)
+        labels = _idx(raw / f"{split}-labels-idx1-ubyte", "labels", data_dir)
+        if images[0] != labels[0]:
+            raise ConfigError("data_dir", data_dir, f"the mnist files MNIST/raw/{split}-images-idx3-ubyte and "
+                                                    f"{split}-labels-idx1-ubyte hold {images[0]} images but "
+                                                    f"{labels[0]} labels; delete both and rerun to download them again")
+
+
+def _idx(path: Path, kind: str, data_dir: str) -> tuple[int, ...]:
+    """The dimensions in an IDX file's header, checked against the file's size (and, for
+    labels, every label in range: a label of 12 would index out of range mid-training)."""
+    dims = 3 if kind == "images" else 1
+    header = 4 + 4 * dims
+    try:
+        with open(path, "rb") as f:
+            head = f.read(header)
+            body = f.read() if kind == "labels" else b""  # 60,000 bytes; the images are not read here
+        size = path.stat().st_size
+    except OSError as err:
+        return _bad_idx(path, data_dir, err.strerror or type(err).__name__)
+    magic = int.from_bytes(head[:4], "big")
+    shape = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    if len(head) < header:
+        return _bad_idx(path, data_dir, f"{size} bytes, shorter than its header")
+    if magic != IDX_MAGIC[kind]:
+        return _bad_idx(path, data_dir, f"magic number {magic:#010x}, expected {IDX_MAGIC[kind]:#010x}")
+    if size != header + math.prod(shape):
+        return _bad_idx(path, data_dir, f"{size} bytes, expected {header + math.prod(shape)} for "
+                                        f"{' x '.join(map(str, shape))} {kind}")
+    if kind == "images" and shape[1:] != (28, 28):
+        return _bad_idx(path, data_dir, f"images of {shape[1]}x{shape[2]} pixels, expected 28x28")
+    if shape[0] == 0:
+        return _bad_idx(path, data_dir, "no examples")
+    if body and max(body) >= CLASSES["mnist"]:
+        return _bad_idx(path, data_dir, f"label {max(body)}, expected 0 to {CLASSES['mnist'] - 1}")
+    return shape
+
+
+def _bad_idx(path: Path, data_dir: str, why: str):
+    raise ConfigError("data_dir", data_dir, f"the mnist file MNIST/raw/{path.name} is truncated or corrupt "
+                                            f"({why}); delete it and rerun to download it again")
 
 
 def _cifar(cfg: DictConfig, data_dir: str) -> Raw:
@@ -169,6 +249,8 @@ def _synthetic(cfg: DictConfig, data_dir: str) -> Raw:
 
 
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}  # (C, H, W)
+CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
+SIZES = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}  # train, test
 
 
 def image_shape(cfg: DictConfig) -> tuple[int, int, int] | None:
@@ -187,10 +269,35 @@ LOADERS: dict[str, Callable[[DictConfig, str], Raw]] = {
 
 def load(cfg: DictConfig, data_dir: str, device: torch.device) -> Data:
     x_train, y_train, x_test, y_test = LOADERS[cfg.name](cfg, data_dir)
+    if cfg.name in CLASSES:  # files: checked before anything trains on them
+        _check_split(cfg, data_dir, "training", x_train, y_train)
+        _check_split(cfg, data_dir, "test", x_test, y_test)
     if cfg.train_size is not None:
+        n = len(y_train)
+        if cfg.train_size > n:
+            raise ConfigError("dataset.train_size", cfg.train_size, f"expected null or at most {n}: the "
+                                                                    f"{cfg.name} files in {data_dir} hold {n} training examples")
         x_train, y_train = x_train[: cfg.train_size], y_train[: cfg.train_size]
     x_train, x_test = (x.to(device).float() for x in (x_train, x_test))
     lo, hi = x_train.min(), x_train.max()
     scale = 1.0 / (hi - lo).clamp_min(1e-12)
     return Data((x_train - lo) * scale, y_train.to(device), (x_test - lo) * scale, y_test.to(device),
                 shape=image_shape(cfg))
+
+
+def _check_split(cfg: DictConfig, data_dir: str, split: str, x: Tensor, y: Tensor) -> None:
+    """A real data set's split: as many labels as images, each image the published shape, every
+    label one of the data set's classes (a bad label would index out of range mid-training)."""
+    folder = EXPECTED_FILES[cfg.name][0]
+    features = math.prod(IMAGE_SHAPES[cfg.name])
+    why = None
+    if len(x) == 0 or len(x) != len(y):
+        why = f"{len(x)} images and {len(y)} labels"
+    elif x.shape[1] != features:
+        why = f"images of {x.shape[1]} values, expected {features}"
+    elif int(y.min()) < 0 or int(y.max()) >= CLASSES[cfg.name]:
+        bad = int(y.max()) if int(y.max()) >= CLASSES[cfg.name] else int(y.min())
+        why = f"label {bad}, expected 0 to {CLASSES[cfg.name] - 1}"
+    if why:
+        raise ConfigError("data_dir", data_dir, f"the {cfg.name} {split} set in {folder}/ is corrupt ({why}); "
+                                                f"delete its files and rerun to download them again")

@@ -1,5 +1,6 @@
-"""Run records: one JSON file per (experiment, seed), written atomically; and the locks that
-let many jobs share one store.
+"""Run records: one JSON file per (experiment, seed), written atomically; checkpoints; the
+paths a job uses, checked before it starts; and the names of the locks (locks.py) that let many
+jobs share one store.
 
 The experiment is the part of the config that changes the numbers (data set, model, method,
 learning rate, batch size, epoch budget); where the data live, which device ran it and
@@ -8,8 +9,6 @@ part, so a rerun of the same experiment finds its finished seeds and skips them.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,7 +21,8 @@ from typing import Iterator
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import Config, effective_lr
+from .config import Config, ConfigError, check_folder, effective_lr
+from .locks import Lock, acquire, drop_stale_locks  # noqa: F401 (the runner takes its locks here)
 
 log = logging.getLogger("dfarun")
 
@@ -120,12 +120,10 @@ def save_weights(path: Path, net) -> None:
 
 
 def drop_checkpoint(path: Path) -> None:
-    """The job is done: remove its checkpoint (and the folder, once empty). Only the holder of
-    the job's lock calls this, so no live job is writing the temp files it removes."""
+    """The job is done: remove its checkpoint. Only the holder of the job's lock calls this, so
+    no live job is writing the temp files it removes. The folder stays (see _in_folder)."""
     path.unlink(missing_ok=True)
     drop_temps(path)
-    with contextlib.suppress(OSError):  # another job's checkpoint may still be there
-        path.parent.rmdir()
 
 
 def drop_temps(path: Path) -> None:
@@ -165,6 +163,59 @@ def load(path: Path) -> dict:
     return rec
 
 
+STOPS = ("converged", "max_epochs", "schedule_end", "diverged")
+_warned: set[tuple[Path, float]] = set()
+
+
+def finished(path: Path) -> dict | None:
+    """The runner's "is this seed done?": the record at path when it is a whole record of this
+    version for this file's experiment and seed; None otherwise. A file that is there but is not
+    such a record is named once (the seed is trained again, and its record replaces the file)."""
+    try:
+        stamp = path.stat().st_mtime
+    except OSError:
+        return None
+    try:
+        rec = load(path)
+        _complete(rec, path)
+    except ValueError as err:
+        if (path, stamp) not in _warned:
+            _warned.add((path, stamp))
+            log.warning(f"ignoring {path}: {err}; its seed is trained again")
+        return None
+    return rec
+
+
+def _complete(rec: dict, path: Path) -> None:
+    """ValueError naming the first field the runner relies on that is missing or wrong."""
+    def need(ok: bool, name: str, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"{name}={_short(rec.get(name))}, expected {expected}")
+
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    need(is_int(rec.get("seed")) and isinstance(rec.get("key"), str)
+         and path.stem.endswith(f"_{rec['key']}_seed{rec['seed']}"), "seed", f"the seed and key of {path.name}")
+    need(rec.get("stop") in STOPS, "stop", " or ".join(STOPS))
+    epochs = rec.get("epochs")
+    need(is_int(epochs) and epochs >= 1, "epochs", "an int >= 1")
+    history = rec.get("history")
+    need(isinstance(history, list) and len(history) == epochs and all(isinstance(h, dict) for h in history),
+         "history", f"a list of {epochs} rows")
+    for name in ("train_error", "test_error"):
+        v = rec.get(name)
+        if rec["stop"] == "diverged":
+            need(v is None, name, "null (the seed diverged)")
+        else:
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100, name,
+                 "a percentage")
+    need(isinstance(rec.get("config"), dict), "config", "an object")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def write(path: Path, record: dict) -> None:
     _atomic(path, lambda f: json.dump(_finite(record), f, indent=1, allow_nan=False))
 
@@ -185,14 +236,9 @@ def _atomic(path: Path, dump, binary: bool = False) -> None:
 
 
 def _in_folder(path: Path, create):
-    """create() a file in path's folder, making the folder first. Another job that just emptied
-    the folder (checkpoints/, locks/) may remove it between the two steps: then again."""
-    for _ in range(100):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return create()
-        except FileNotFoundError:
-            continue
+    """create() a file in path's folder, making the folder first. No job ever removes a folder
+    of the store (checkpoints/, locks/ stay, empty), so the folder is still there for create()."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     return create()
 
 
@@ -207,61 +253,37 @@ def _finite(obj):
     return obj
 
 
-# --- locks: which job trains what ------------------------------------------------------------
-# Many jobs may share one store: a sweep's parallel jobs, two sweeps of overlapping grids, a rerun
-# started while the first run still lives. Two rules keep them from colliding:
-#   - a job trains a seed only while it holds the (experiment, seed) lock, and only the holder
-#     writes that seed's record, so no seed is trained twice at once and no record twice;
-#   - a job writes its checkpoint only while it holds its job lock (experiment + seed list, the
-#     checkpoint's name), so two identical jobs never write or drop each other's checkpoint.
-# They are flock(2) locks on empty files under <store>/locks/. The kernel releases them when the
-# process dies, SIGKILL included, so a lock is never stale; a file left by a killed job is
-# harmless and goes when the next job takes and releases that lock.
+# --- the paths a job uses, checked before it starts -----------------------------------------------
+
+SUBFOLDERS = {"locks": "locks", "checkpoints": "checkpoints", "sweeps": "sweep outputs", "live": "live histories"}
 
 
-class Lock:
-    """An flock held on `path`. release() removes the file, then drops the lock."""
-
-    def __init__(self, path: Path, fd: int):
-        self.path, self.fd = path, fd
-
-    def release(self) -> None:
-        if self.fd < 0:
-            return
-        # unlink while still holding: a job that opened the file meanwhile sees that it was
-        # removed once it gets the lock (acquire's check) and starts again on a fresh file
-        self.path.unlink(missing_ok=True)
-        os.close(self.fd)
-        self.fd = -1
-        with contextlib.suppress(OSError):  # other jobs' locks may still be there
-            self.path.parent.rmdir()
-
-
-def acquire(path: Path, wait: bool) -> Lock | None:
-    """The lock on `path`; None when another process holds it and wait is False."""
-    while True:
-        fd = _in_folder(path, lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        # the previous holder may have removed the file before we got the lock: ours would then
-        # be on a file no other job can find, so start again on whatever the path holds now
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return Lock(path, fd)
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+def check_paths(cfg: DictConfig, write: bool) -> None:
+    """ConfigError unless the store is a folder (writable, or one that can be made, when `write`),
+    its subfolders are folders, and no file this job writes (records, weights, checkpoint, locks)
+    has a folder in its place: found now, not after an epoch of training."""
+    check_folder("store", cfg.store, "the run records can be written to", write=write)
+    root = Path(cfg.store).expanduser()
+    paths = {"records": [record_path(cfg, s) for s in cfg.seeds], "checkpoint": [checkpoint_path(cfg)],
+             "locks": [job_lock(cfg), *(seed_lock(cfg, s) for s in cfg.seeds)]}
+    if cfg.save_weights:
+        paths["weights"] = [record_path(cfg, s).with_suffix(".pt") for s in cfg.seeds]
+    try:
+        for name, what in SUBFOLDERS.items():
+            if (root / name).exists() and not (root / name).is_dir():
+                raise ConfigError("store", cfg.store, f"{root / name} is a file, where dfarun keeps its {what}; "
+                                                      f"move it away or choose another store")
+        for what, files in paths.items():
+            for path in files:
+                if path.is_dir():
+                    raise ConfigError("store", cfg.store, f"{path} is a folder, where this job writes its "
+                                                          f"{what}; move it away or choose another store")
+    except OSError as err:  # a path too long for the file system, a folder it may not read
+        raise ConfigError("store", cfg.store, f"cannot be used ({err.strerror or err}); "
+                                              f"expected a folder the run records can be written to") from None
 
 
-def drop_stale_locks(paths: list[Path]) -> None:
-    """Remove the lock files among `paths` that no live process holds."""
-    for path in paths:
-        if path.exists() and (lock := acquire(path, wait=False)) is not None:
-            lock.release()
-
+# --- locks: which job trains what (the protocol is in locks.py) -----------------------------------
 
 def seed_lock(cfg: DictConfig, seed: int) -> Path:
     return Path(cfg.store).expanduser() / "locks" / f"{_stem(cfg)}_seed{seed}.lock"

@@ -36,6 +36,16 @@ def records(runs: Path) -> list[Path]:
     return sorted(runs.glob("*.json"))
 
 
+def assert_only_records(runs: Path, also: set[str] = frozenset()) -> None:
+    """The store holds the records, and folders of its own: locks/ and checkpoints/ (which stay,
+    empty once no job runs), live/ (each seed's history as it was written) and what `also` names."""
+    files = {p.name for p in runs.iterdir() if p.is_file()}
+    folders = {p.name for p in runs.iterdir() if p.is_dir()}
+    assert files == {p.name for p in records(runs)}  # no temp files either
+    assert "live" in folders and folders <= {"locks", "checkpoints", "live"} | set(also), folders
+    assert not list(runs.glob("locks/*")) and not list(runs.glob("checkpoints/*"))
+
+
 def test_single_run_prints_each_epoch_and_writes_only_its_records(tmp_path):
     runs = tmp_path / "runs"
     out = dfarun(tmp_path, *TINY, "max_epochs=2", "seeds=[0,1]", f"store={runs}",
@@ -48,7 +58,7 @@ def test_single_run_prints_each_epoch_and_writes_only_its_records(tmp_path):
 
     assert os.listdir(tmp_path) == ["runs"]             # no outputs/, .hydra/ or log file
     files = records(runs)
-    assert sorted(os.listdir(runs)) == sorted([p.name for p in files] + ["live"])  # no temp files either
+    assert_only_records(runs)
     assert [p.name[-10:] for p in files] == ["seed0.json", "seed1.json"]
     recs = [json.loads(p.read_text()) for p in files]
     assert [r["seed"] for r in recs] == [0, 1]
@@ -68,7 +78,7 @@ def test_multirun_writes_one_record_per_job(tmp_path):
     assert {tuple(n.split("_")[1:4]) for n in names} == {
         (d, "tanh", m) for d in ("1x800", "3x50") for m in ("bp", "fa", "dfa")}
     assert os.listdir(tmp_path) == ["runs"]
-    assert set(os.listdir(runs)) == names | {"sweeps", "live"}
+    assert_only_records(runs, also={"sweeps"})
     assert len(list((runs / "sweeps").glob("*/multirun.yaml"))) == 1
 
 

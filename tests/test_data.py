@@ -14,7 +14,7 @@ import torchvision.datasets.cifar as tv_cifar
 from torchvision import datasets
 
 from dfarun import data as dfdata
-from dfarun.config import DfarunError
+from dfarun.config import ConfigError, DfarunError, validate
 
 CPU = torch.device("cpu")
 
@@ -117,6 +117,56 @@ def test_mnist_train_size_keeps_first_examples(make_cfg, tmp_path):
     assert_close(d.x_test, (torch.from_numpy(x_test.reshape(20, -1)).double() - 10) / 190)
 
 
+# --- MNIST files that are there but wrong: named at the start, before anything trains ------------
+
+def _rewrite(path: Path, edit) -> None:
+    path.write_bytes(edit(path.read_bytes()))
+
+
+MNIST_DAMAGE = [  # (file, what is done to it, words the one line must hold)
+    ("train-images-idx3-ubyte", lambda b: b"\x00\x00\x08\x01" + b[4:], ["magic number 0x00000801, expected 0x00000803"]),
+    ("t10k-labels-idx1-ubyte", lambda b: b"\xff" + b[1:], ["magic number 0xff000801"]),
+    ("train-images-idx3-ubyte", lambda b: b[:1000], ["1000 bytes, expected 39216 for 50 x 28 x 28 images"]),
+    ("train-labels-idx1-ubyte", lambda b: b + b"\x00", ["59 bytes, expected 58"]),
+    ("t10k-images-idx3-ubyte", lambda b: b"", ["0 bytes, shorter than its header"]),
+    ("train-labels-idx1-ubyte", lambda b: b[:7] + bytes([49]) + b[8:-1], ["hold 50 images but 49 labels",
+                                                                           "train-images-idx3-ubyte"]),
+    ("t10k-labels-idx1-ubyte", lambda b: b[:8] + bytes([12]) + b[9:], ["label 12, expected 0 to 9"]),
+    ("train-labels-idx1-ubyte", lambda b: b[:-1] + bytes([255]), ["label 255"]),
+    ("train-images-idx3-ubyte", lambda b: struct.pack(">IIII", 2051, 50, 10, 10) + b[16:16 + 5000],
+     ["images of 10x10 pixels, expected 28x28"]),
+    ("train-images-idx3-ubyte", lambda b: struct.pack(">IIII", 2051, 0, 28, 28), ["no examples"]),
+]
+
+
+@pytest.mark.parametrize("name, damage, words", MNIST_DAMAGE, ids=[" ".join(c[2])[:40] for c in MNIST_DAMAGE])
+def test_damaged_mnist_file_is_named_before_training(make_cfg, tmp_path, name, damage, words):
+    write_mnist(tmp_path, *mnist_arrays(np.random.default_rng(0)))
+    path = tmp_path / "MNIST" / "raw" / name
+    _rewrite(path, damage)
+    before = path.read_bytes()
+    cfg = make_cfg("dataset=mnist", f"data_dir={tmp_path}", tiny=False)
+    for check in (lambda: validate(cfg), lambda: dfdata.load(cfg.dataset, cfg.data_dir, CPU)):
+        with pytest.raises(ConfigError) as info:  # at the start (validate), and whoever loads it
+            check()
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"data_dir='{tmp_path}': the mnist file")
+        assert "delete" in message and f"MNIST/raw/{name.split('-')[0]}" in message, message
+        for w in words:
+            assert w in message, message
+    assert path.read_bytes() == before  # never deleted nor downloaded over
+    assert not (tmp_path / "runs").exists()
+
+
+def test_mnist_smaller_than_its_train_size_or_val_split(make_cfg, tmp_path):
+    write_mnist(tmp_path, *mnist_arrays(np.random.default_rng(0)))  # 50 training images
+    with pytest.raises(ConfigError, match=r"dataset.train_size=60: expected null or at most 50"):
+        load(make_cfg, "mnist", tmp_path, "dataset.train_size=60")
+    data = load(make_cfg, "mnist", tmp_path)
+    with pytest.raises(ConfigError, match="val=True: needs more than 10000 training examples; the data hold 50"):
+        data.hold_out(10_000)
+
+
 # --- CIFAR: pickled batches -----------------------------------------------------------------
 
 @pytest.fixture
@@ -214,10 +264,13 @@ def test_missing_dataset_offline_fails_cleanly(make_cfg, tmp_path, monkeypatch, 
     calls = []
 
     def offline_download(self):
-        # what the real download does before it reaches the network: make its folders
+        # what the real download does before it reaches the network: make its folders; then
+        # fail as torchvision's MNIST does, one line per mirror, the reason on the last ones
         calls.append(self.root)
         os.makedirs(self.raw_folder if name == "mnist" else self.root, exist_ok=True)
-        raise RuntimeError("offline")
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a.example/, got:\n"
+                           "<urlopen error [Errno -2] Name or service not known (offline)>\n"
+                           "Tried http://b.example/, got:\n<urlopen error [Errno -2] Name or service not known (offline)>\n")
 
     # the download stands in for the network; torchvision's class and dfarun's code are real
     monkeypatch.setattr(DATASET_CLASSES[name], "download", offline_download)
@@ -230,11 +283,12 @@ def test_missing_dataset_offline_fails_cleanly(make_cfg, tmp_path, monkeypatch, 
     assert calls, "the download was never attempted"
     folder, files = dfdata.EXPECTED_FILES[name]
     message = str(info.value)
-    assert str(data_dir / folder) in message
-    for f in files:
-        assert f in message
-    assert "offline" in message
-    assert "\n" not in message
+    assert files[0] in message and files[-1] in message
+    # the whole reason, once; where to put the files; what data_dir= must name: the folder above
+    assert "download failed (urlopen error [Errno -2] Name or service not known (offline));" in message
+    assert message.count("Name or service") == 1
+    assert f"in {data_dir / folder}/ (data_dir= names the folder above {folder.split('/')[0]}/)" in message
+    assert "\n" not in message and len(message.replace(str(data_dir), "")) < 260, message  # short
     assert not (tmp_path / "existing" / "new").exists()  # every directory it made is gone
     assert (tmp_path / "existing").is_dir()  # and what was there before is left alone
 

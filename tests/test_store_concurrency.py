@@ -41,7 +41,10 @@ def essentials(rec: dict) -> dict:
 
 
 def store_files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "sweeps" not in p.parts)
+    """The store's files, less Hydra's sweep folders and the live histories (progress.py's, which
+    grow as training goes; the records are what must be whole)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and not {"sweeps", "live"} & set(p.relative_to(root).parts))
 
 
 # --- threads -----------------------------------------------------------------------------------
@@ -142,10 +145,10 @@ class Job:
     def finished(self) -> list[tuple[str, int]]:
         """(method, seed) of every seed this process logged as finished."""
         out, method = [], None
-        for line in self.lines:
-            if m := re.match(r"synthetic \S+ Tanh (\w+): seeds", line):
+        for line in self.lines:  # after the clock and a sweep's job tag, where there are
+            if m := re.search(r"synthetic \S+ Tanh (\w+): seeds", line):
                 method = m[1]
-            elif m := re.match(r"seed (\d+): \w+ after \d+ epochs", line):
+            elif m := re.search(r"\bseed (\d+): \w+ after \d+ epochs", line):
                 out.append((method, int(m[1])))
         return out
 

@@ -1,0 +1,136 @@
+"""The last line of defence: whatever stops `dfarun` ends in one line on stderr that says what
+failed and what to do, and an exit code a script can act on (README: Errors and exit codes).
+
+    0    done
+    1    a job failed (out of memory, a full disk, a bug)
+    2    bad input: a value, a file or a folder (nothing was trained)
+    130  interrupted (Ctrl-C); 143 stopped by SIGTERM: rerunning the same command resumes
+
+Nothing trained is lost on the way out: each epoch's checkpoint is written atomically before
+the next epoch starts, and records are written the moment a seed is final; an exception or a
+signal only unwinds (releasing locks), it removes neither. The traceback is printed only
+under DFARUN_DEBUG=1.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import traceback
+
+from omegaconf.errors import OmegaConfBaseException
+
+from .config import DfarunError
+
+BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
+RESUME = "rerun the same command to resume from the last finished epoch"
+_signalled: list[int] = []  # the signal that stopped this process, once one has
+
+
+class JobFailed(Exception):
+    """A job's failure in words, with its exit code: crosses from joblib's worker processes."""
+
+    def __init__(self, code: int, line: str):
+        super().__init__(line)
+        self.code = code
+
+    def __reduce__(self):
+        return JobFailed, (self.code, str(self))
+
+
+def debug() -> bool:
+    return os.environ.get("DFARUN_DEBUG", "") not in ("", "0")
+
+
+def describe(err: BaseException) -> tuple[int, str]:
+    """(exit code, one line) for whatever ended the run."""
+    if isinstance(err, JobFailed):
+        return err.code, str(err)
+    if isinstance(err, KeyboardInterrupt):
+        if _signalled and _signalled[0] == signal.SIGTERM:
+            return 128 + signal.SIGTERM, f"stopped by SIGTERM; finished seeds keep their records: {RESUME}"
+        return INTERRUPTED, f"interrupted; finished seeds keep their records: {RESUME}"
+    if isinstance(err, DfarunError):
+        return BAD_INPUT, f"error: {err}"
+    from hydra.errors import HydraException
+    if isinstance(err, (HydraException, OmegaConfBaseException)):  # composing, past check_args
+        return BAD_INPUT, f"error: cannot compose the config: {_first_line(err)}"
+    text = f"{type(err).__name__}: {_first_line(err)}"
+    if isinstance(err, MemoryError) or _says_memory(err):
+        return FAILED, (f"error: out of memory ({_cut(text)}); use fewer seeds per job, a smaller model, "
+                        f"batch_size or data set, or another device; then {RESUME}")
+    if isinstance(err, OSError):
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        return FAILED, (f"error: {err.strerror or text}{where}; make sure the folder is there, writable and "
+                        f"not full, then {RESUME}")
+    return FAILED, (f"error: unexpected {_cut(text)}; {RESUME}, or run it with DFARUN_DEBUG=1 to see the "
+                    f"traceback and report it")
+
+
+def in_job(describe_job: str, call):
+    """Run one job (the task function's body). In a worker process (joblib, submitit) an error,
+    and Ctrl-C, cross back as JobFailed, which pickles; in the main process a Ctrl-C stays a
+    KeyboardInterrupt, so that it stops the whole sweep."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        if multiprocessing.parent_process() is None:
+            raise
+        code, line = describe(KeyboardInterrupt())
+        raise JobFailed(code, line) from None
+    except (DfarunError, JobFailed):
+        raise
+    except Exception as err:
+        code, line = describe(err)
+        raise JobFailed(code, line.replace("error: ", f"error: {describe_job}: ", 1)) from err
+
+
+def report(err: BaseException) -> int:
+    """Print the one line (and, under DFARUN_DEBUG=1, the traceback); return the exit code."""
+    code, line = describe(err)
+    if debug():
+        traceback.print_exception(err)
+    # a value with a line break (or another control character) in it is shown escaped: one line
+    line = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
+    print(f"dfarun: {line}", file=sys.stderr, flush=True)
+    return code
+
+
+def on_sigterm(signum, frame) -> None:
+    """SIGTERM (a cluster's time limit, `kill`) unwinds like Ctrl-C: locks released, the last
+    epoch's checkpoint kept; a second SIGTERM while unwinding is ignored."""
+    if not _signalled:
+        _signalled.append(signum)
+        raise KeyboardInterrupt
+
+
+class catch_sigterm:
+    """Install on_sigterm for the duration (main thread only: Python delivers signals there)."""
+
+    def __enter__(self):
+        _signalled.clear()
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, on_sigterm)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _says_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _cut(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."

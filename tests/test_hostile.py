@@ -1,0 +1,252 @@
+"""Hostile input, handled (issue 13): each example a tester found ends in one line and the right
+exit code, writes nothing when refused, and loses nothing already trained.
+
+The console script runs in-process (`cli.main` with sys.argv set, `run_dfarun` below): the
+same code path as the installed script, at a fraction of a subprocess's start-up; one test
+sends a real SIGINT to a real process.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfarun import cli, guard, runner, store
+from dfarun.config import ConfigError, DfarunError
+
+from conftest import DFARUN, cli_env
+
+ONE_LINE = "dfarun: "
+# small and fast: 128 examples of 8 features, one epoch of a 3x50 net
+FAST = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "dataset.features=8",
+        "model=3x50_tanh", "max_epochs=1", "compile=false", "device=cpu"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def line(self) -> str:
+        """The one line on stderr (asserting that there is exactly one, and no traceback)."""
+        lines = self.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(ONE_LINE), self.err
+        assert "Traceback" not in self.out + self.err
+        return lines[0]
+
+
+def run_dfarun(cwd: Path, *argv: str, env: dict | None = None) -> Result:
+    """`dfarun argv` in-process, in folder cwd: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_env = sys.argv, dict(os.environ)
+    os.environ.pop("HYDRA_FULL_ERROR", None)
+    os.environ.update(env or {})
+    sys.argv = ["dfarun", *argv]
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def refused(tmp_path: Path, *argv: str, flags: tuple[str, ...] = ()) -> str:
+    """The one line of a refused command (exit code 2), which wrote nothing at all. The model is
+    left to a row= or experiment= in argv."""
+    base = [a for a in FAST if not a.startswith("model=")] if any(
+        a.startswith(("row=", "experiment=")) for a in argv) else FAST
+    result = run_dfarun(tmp_path, *flags, *base, *argv)
+    assert result.code == 2, result
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+    return result.line()
+
+
+# --- the command line: grids, rows, deleted keys, sizes -------------------------------------------
+
+@pytest.mark.parametrize("flags, argv, words", [
+    ((), ["experiment=table1"], ["experiment='table1'", "grid", "-m"]),
+    (("-m",), ["experiment=table1,fig3"], ["one experiment per command"]),
+    ((), ["row=2x800_tanh_do", "model=3x50_tanh"], ["model='3x50_tanh'", "row=2x800_tanh_do", "2x800_tanh"]),
+    ((), ["row=2x800_tanh_do", "val=false"], ["val=False", "contradicts row=2x800_tanh_do"]),
+    ((), ["row=2x800_tanh", "model.width=100"], ["model.width=100", "row=2x800_tanh"]),
+    (("-m",), ["experiment=fig3", "method=fa"], ["method='fa'", "fig3's grid", "bp,dfa"]),
+    (("-m",), ["experiment=table1", "row=conv_tanh"], ["row='conv_tanh'", "table1's grid"]),
+    ((), ["experiment=ifa_4x100"], ["dataset='synthetic'", "contradicts experiment=ifa_4x100", "mnist"]),
+    ((), ["~max_epochs"], ["~max_epochs", "cannot be deleted"]),
+    ((), ["~dataset.lr"], ["~dataset.lr", "deletion"]),  # refused by Hydra itself
+    ((), ["dataset.classes=1000000"], ["dataset.classes=1000000", "memory", "this machine"]),
+    ((), ["dataset.train_size=10000000000"], ["dataset.train_size=10000000000", "memory"]),
+    ((), ["model.width=10000000"], ["model.width=10000000", "memory"]),
+    ((), ["model.depth=100000"], ["model.depth=100000", "[1, 1000]"]),
+    ((), ["seeds=[99999999999999999999]"], ["seeds=", "64-bit"]),
+    ((), ["lr=1e308"], ["lr=1e+308", "float32"]),
+    ((), ["store="], ["store=''", "expected a folder"]),
+    ((), ["data_dir= "], ["data_dir=", "expected a folder"]),
+    ((), ["model.name=../x"], ["model.name='../x'", "record files"]),
+    ((), ["model.label=a\nb"], ["\\n"]),
+    ((), ["--nope"], ["unrecognized arguments", "flags first"]),
+    ((), ["dataset=mnist", "dataset.classes=5"], ["dataset.classes=5", "expected 10"]),
+    ((), ["dataset=mnist", "dataset.classes=10"], ["dataset.test_size=32", "synthetic data only"]),
+])
+def test_refused_in_one_line(tmp_path, flags, argv, words):
+    line = refused(tmp_path, *argv, flags=flags)
+    for w in words:
+        assert w in line, line
+
+
+def test_narrowing_a_grid_and_agreeing_with_a_row_are_fine(tmp_path):
+    jobs = cli.check_args(["-m", "experiment=table1", "row=1x800_tanh,2x800_tanh", "method=dfa",
+                           f"data_dir={tmp_path}", "device=cpu"])
+    assert sorted(c.model.name for c in jobs) == ["1x800_tanh", "2x800_tanh"]
+    assert {c.method.name for c in jobs} == {"dfa"}
+    # the row's own model, and a budget change of an experiment (profile), are no contradictions
+    [cfg] = cli.check_args(["row=2x800_tanh", "model=2x800_tanh", f"data_dir={tmp_path}", "device=cpu"])
+    assert cfg.model.name == "2x800_tanh"
+    assert len(cli.check_args(["-m", "experiment=fig3", "profile=quick", f"data_dir={tmp_path}"])) == 2
+
+
+# --- the store's paths ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ["locks", "checkpoints", "sweeps", "live"])
+def test_a_store_entry_that_is_a_file_is_refused_before_any_training(tmp_path, entry):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / entry).write_text("mine")
+    for flags in ((), ("-m",)) if entry == "sweeps" else ((),):
+        result = run_dfarun(tmp_path, *flags, *FAST, f"store={runs}", "max_epochs=2")
+        assert result.code == 2
+        assert f"{runs / entry} is a file" in result.line()
+        assert "epoch" not in result.out  # nothing trained, so nothing lost
+    assert os.listdir(runs) == [entry] and (runs / entry).read_text() == "mine"
+
+
+def test_a_folder_where_a_record_goes_is_refused(tmp_path, make_cfg):
+    cfg = make_cfg(*FAST, f"store={tmp_path / 'runs'}")
+    store.record_path(cfg, 0).mkdir(parents=True)
+    with pytest.raises(ConfigError, match="is a folder, where this job writes its records"):
+        runner.run(cfg)
+
+
+def test_a_junk_file_at_a_records_path_is_not_a_finished_seed(tmp_path, make_cfg, caplog):
+    cfg = make_cfg(*FAST, f"store={tmp_path / 'runs'}")
+    path = store.record_path(cfg, 0)
+    path.parent.mkdir(parents=True)
+    for junk in ({"format": store.FORMAT}, {"format": store.FORMAT, "seed": 0, "stop": "converged"}):
+        path.write_text(json.dumps(junk))
+        [rec] = runner.run(cfg)
+        assert rec["epochs"] == 1 and len(rec["history"]) == 1
+        assert store.finished(path) == rec  # replaced by the real record
+        assert f"ignoring {path}" in caplog.text
+
+
+# --- signals and errors: one line, the right code, the last epoch's checkpoint kept --------------
+
+def stop_after_first_checkpoint(monkeypatch, stop):
+    """Call stop() right after the first epoch's checkpoint is written."""
+    real = store.save_checkpoint
+
+    def save_then_stop(path, state):
+        real(path, state)
+        stop()
+    monkeypatch.setattr(store, "save_checkpoint", save_then_stop)
+
+
+def checkpoints(runs: Path) -> list[dict]:
+    return [store.load_checkpoint(p) for p in sorted((runs / "checkpoints").glob("*.pt"))]
+
+
+def raising(err: BaseException):
+    def stop():
+        raise err
+    return stop
+
+
+@pytest.mark.parametrize("stop, code, words", [
+    (raising(KeyboardInterrupt()), 130, ["interrupted", "rerun the same command to resume"]),  # SIGINT's
+    (lambda: os.kill(os.getpid(), signal.SIGTERM), 143, ["SIGTERM", "rerun the same command to resume"]),
+    (raising(RuntimeError("boom")), 1, ["synthetic 3x50_tanh dfa seeds [0]", "RuntimeError: boom", "DFARUN_DEBUG=1"]),
+], ids=["ctrl-c", "sigterm", "error"])
+def test_a_stop_after_an_epoch_keeps_its_checkpoint_and_a_rerun_resumes(tmp_path, monkeypatch, stop, code, words):
+    runs = tmp_path / "runs"
+    args = [*FAST, "max_epochs=3", f"store={runs}"]
+    stop_after_first_checkpoint(monkeypatch, stop)
+    result = run_dfarun(tmp_path, *args)
+    assert result.code == code, result
+    line = result.line()
+    for w in words:
+        assert w in line, line
+    assert [c["epoch"] for c in checkpoints(runs)] == [1]          # epoch 1 is kept
+    assert not list(runs.glob("*.json")) and not list(runs.glob("locks/*"))  # no record, no lock held
+
+    monkeypatch.undo()
+    rerun = run_dfarun(tmp_path, *args)
+    assert rerun.code == 0, rerun
+    assert "resuming seeds [0] after epoch 1" in rerun.out
+    [rec] = [json.loads(p.read_text()) for p in runs.glob("*.json")]
+    assert rec["epochs"] == 3 and checkpoints(runs) == []
+
+
+@pytest.mark.parametrize("err, words", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ["out of memory", "fewer seeds"]),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"), ["out of memory"]),
+    (OSError(28, "No space left on device", "/runs/x.json"), ["No space left on device (/runs/x.json)", "writable"]),
+])
+def test_failures_are_named_with_what_to_do(err, words):
+    code, line = guard.describe(err)
+    assert code == 1 and "\n" not in line and "rerun the same command to resume" in line
+    for w in words:
+        assert w in line, line
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run", lambda cfg: 1 / 0)
+    quiet = run_dfarun(tmp_path, *FAST, f"store={tmp_path / 'runs'}")
+    assert quiet.code == 1 and "ZeroDivisionError: division by zero" in quiet.line()
+    loud = run_dfarun(tmp_path, *FAST, f"store={tmp_path / 'runs'}", env={"DFARUN_DEBUG": "1"})
+    assert loud.code == 1 and "Traceback" in loud.err and loud.err.splitlines()[-1].startswith(ONE_LINE)
+
+
+def test_errors_cross_from_worker_processes():
+    # joblib's workers pickle what a job raises: the message and the exit code must survive
+    err = pickle.loads(pickle.dumps(ConfigError("max_epochs", 0, "expected an int >= 1")))
+    assert isinstance(err, DfarunError) and str(err) == "max_epochs=0: expected an int >= 1"
+    failed = pickle.loads(pickle.dumps(guard.JobFailed(130, "interrupted")))
+    assert guard.describe(failed) == (130, "interrupted")
+
+
+def test_a_real_sigint_to_the_console_script(tmp_path):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([*DFARUN, *FAST, "dataset.train_size=2000", "max_epochs=200", f"store={runs}"],
+                            cwd=tmp_path, env=cli_env(DFARUN_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(runs.glob("checkpoints/*.pt")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)   # what a terminal sends on Ctrl-C: the whole group
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert Result(130, out, err).line().startswith("dfarun: interrupted")
+    assert checkpoints(runs) and not list(runs.glob("*.json"))
