@@ -102,7 +102,7 @@ def _finished(cfg: DictConfig, seeds: list[int], stale: dict) -> dict[int, dict]
     for seed in seeds:
         path = store.record_path(cfg, seed)
         stamp = _stamp(path)  # before reading: a record replaced in between then counts as stale
-        if (rec := store.read(path)) is not None and (seed not in stale or stamp != stale[seed]):
+        if (rec := store.finished(path)) is not None and (seed not in stale or stamp != stale[seed]):
             done[seed] = rec
     return done
 

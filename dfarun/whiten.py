@@ -1,4 +1,4 @@
-"""ZCA whitening for the conv nets (REFERENCE.md: fitted on the training set, matrices cached).
+"""ZCA whitening for the conv nets (docs/protocol.md: fitted on the training set, matrices cached).
 
 x -> (x - μ) Z with Z = U diag(1/sqrt(λ + ε)) Uᵀ from the eigen-decomposition of the training
 set's covariance, so the whitened training set has (nearly) identity covariance while staying

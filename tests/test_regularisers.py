@@ -304,7 +304,7 @@ def test_auto_schedule_in_fit_halves_the_next_epochs_rate_and_records_it(monkeyp
     halve_after = [False, True, False, True, False]
     scales_used = []
 
-    def scripted_epoch(state, data, rule, protocol):
+    def scripted_epoch(state, data, rule, protocol, on_step=None):
         scales_used.append(list(state.lr_scale))
         err = fractions[state.epoch - 1]
         n = len(state.seeds)
