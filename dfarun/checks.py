@@ -8,6 +8,7 @@ key, the bad value and what is allowed.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -43,6 +44,10 @@ def check_values(cfg: DictConfig) -> None:
     check(cfg.method.name in RULES, "method.name", cfg.method.name, f"expected one of {sorted(RULES)}")
     check(m.activation in ACTIVATIONS, "model.activation", m.activation, f"expected one of {sorted(ACTIVATIONS)}")
     check(d.name in LOADERS, "dataset.name", d.name, f"expected one of {sorted(LOADERS)}")
+    check(cfg.logger.name in LOGGERS, "logger", cfg.logger.name, f"expected one of {', '.join(LOGGERS)}")
+    if cfg.logger.name == "tensorboard":
+        check(importlib.util.find_spec("tensorboard") is not None, "logger", "tensorboard",
+              "the tensorboard package is not installed (make install, or pip install 'dfarun[tensorboard]')")
     check(FILE_NAME.fullmatch(m.name) is not None, "model.name", m.name, NAME_RULE)
     for key, value in (("model.label", m.label), ("reg.label", reg.label), ("reg.name", reg.name),
                        ("profile", cfg.profile)):  # printed in logs and tables: one line each

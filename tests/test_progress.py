@@ -121,3 +121,11 @@ def test_epoch_line_formats_every_split():
             {"epoch": 1, "train_error": 20.0, "test_error": 14.0, "seconds": 1.5}]
     line = train.epoch_line(1, 300, rows)
     assert "train  15.00% [10.00-20.00]" in line and "test  13.00% [12.00-14.00]" in line and "(2 seeds)" in line
+
+
+def test_an_unknown_logger_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run([*DFARUN, *TINY, SMALL, "logger.name=wandb", f"store={tmp_path / 'runs'}"],
+                         capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == "dfarun: error: logger='wandb': expected one of none, tensorboard"
+    assert not (tmp_path / "runs").exists()
