@@ -69,7 +69,6 @@ def check_values(cfg: DictConfig) -> None:
     check(_positive(effective_lr(cfg)), "lr", effective_lr(cfg),
           "expected a float in (0, 3.4e38] (float32's range), or null for the data set's rate")
     check(cfg.schedule in SCHEDULES, "schedule", cfg.schedule, f"expected one of {list(SCHEDULES)}")
-    check(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, f"expected one of {list(LOGGERS)}")
     for key in ("p_input", "p_hidden"):
         check(0 <= reg[key] < 1, f"reg.{key}", reg[key], "expected a probability in [0, 1)")
     check(_scale(reg.eps), "reg.eps", reg.eps, "expected a float in [0, 3.4e38] (float32's range)")

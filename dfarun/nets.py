@@ -52,6 +52,8 @@ class Dropout:
     def mask(self, h: Tensor, p: float, seed_dim: int = 0) -> Tensor:
         """A mask for h, whose seeds lie along `seed_dim` (0: [S, ...]; 1: conv's [B, S*C, H, W])."""
         S = len(self.gens)
+        if h.shape[seed_dim] % S or (seed_dim == 0 and h.shape[0] != S):
+            raise ValueError(f"dropout: {tuple(h.shape)} has no seed axis of {S} at dim {seed_dim}")
         per_seed = (h.shape[1:] if seed_dim == 0
                     else (h.shape[0], h.shape[1] // S, *h.shape[2:]))
         u = torch.stack([torch.rand(per_seed, generator=g, device=h.device) for g in self.gens], seed_dim)

@@ -14,12 +14,9 @@ which the joblib launcher interleaves on one terminal.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 from omegaconf import DictConfig
@@ -30,19 +27,6 @@ from .train import SeedResult, epoch_line
 log = logging.getLogger("dfarun")
 
 QUIET_SECONDS = 30.0  # without a terminal: one progress line per this much time inside an epoch
-
-
-# --- where the live files go ---------------------------------------------------------------------
-
-def live_path(cfg: DictConfig, seed: int) -> Path:
-    """<store>/live/<record name>.jsonl: one JSON line per epoch, written as training goes."""
-    record = store.record_path(cfg, seed)
-    return record.parent / "live" / f"{record.stem}.jsonl"
-
-
-def tensorboard_dir(cfg: DictConfig, seed: int) -> Path:
-    record = store.record_path(cfg, seed)
-    return record.parent / "tensorboard" / record.stem
 
 
 # --- the reporter --------------------------------------------------------------------------------
@@ -56,14 +40,18 @@ class Reporter:
         self.started, self.first_epoch = time.monotonic(), epoch  # epochs before this are resumed
         self.epoch_start = time.monotonic()
         self.bar, self.last_line = None, time.monotonic()
-        self.live = {s: live_path(cfg, s) for s in seeds}
+        self.live = {s: store.live_path(cfg, s) for s in seeds}
         for seed, history in zip(seeds, histories):  # a resumed job rewrites what its checkpoint holds
-            _rewrite(self.live[seed], history)
+            store.write_lines(self.live[seed], history)
         self.writers = {}
         if cfg.logger.name == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter  # config validation checked it imports
-            for seed in seeds:  # purge_step drops events a killed run wrote after its checkpoint
-                self.writers[seed] = SummaryWriter(str(tensorboard_dir(cfg, seed)), purge_step=epoch + 1)
+            try:
+                for seed in seeds:  # purge_step drops events a killed run wrote after its checkpoint
+                    self.writers[seed] = SummaryWriter(str(store.tensorboard_dir(cfg, seed)), purge_step=epoch + 1)
+            except BaseException:
+                self.close()
+                raise
 
     def step(self, done: int, total: int) -> None:
         """Inside an epoch: a bar on a terminal; elsewhere a line every QUIET_SECONDS."""
@@ -86,7 +74,7 @@ class Reporter:
     def rows(self, epoch: int, rows: dict[int, dict], max_epochs: int) -> None:
         for seed, row in rows.items():
             with open(self.live[seed], "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(store.json_line(row))
             if seed in self.writers:
                 self._scalars(self.writers[seed], row)
         per_epoch = (time.monotonic() - self.started) / (epoch - self.first_epoch)
@@ -116,13 +104,6 @@ class Reporter:
         for key in ("align_signal", "align_update"):  # degrees, one per hidden layer
             for layer, angle in enumerate(row.get(key, []), start=1):
                 writer.add_scalar(f"{key}/layer{layer}", angle, epoch)
-
-
-def _rewrite(path: Path, history: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
-    os.replace(tmp, path)
 
 
 # --- naming a job's lines --------------------------------------------------------------------------

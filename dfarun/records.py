@@ -19,9 +19,8 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from . import store
-
-STOPS = ("converged", "max_epochs", "schedule_end", "diverged")  # the order stop reasons are listed in
-CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}  # for records whose config lacks dataset.classes
+from .data import CLASSES  # for records whose config lacks dataset.classes
+from .store import STOPS  # the order stop reasons are listed in
 NO_LEARNING = 0.9  # a seed has not learned while its train error is >= 90% of chance error
 
 

@@ -143,7 +143,7 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device) 
     started = time.time()
     context = _context(cfg, device, len(seeds))
     records = {}
-    reporter = Reporter(cfg, state.seeds, state.history, state.epoch, protocol.lr)
+    reporter = None
 
     def finish(result: SeedResult) -> None:
         records[result.seed] = rec = _record(context, result, time.time() - started)
@@ -154,10 +154,12 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device) 
         reporter.final(result, rec)
 
     try:
+        reporter = Reporter(cfg, state.seeds, state.history, state.epoch, protocol.lr)
         fit(state, data, rule, protocol, on_final=finish, on_rows=reporter.rows, on_step=reporter.step,
             on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict()) if s.seeds else None)
     finally:
-        reporter.close()
+        if reporter is not None:  # closes whatever writers it opened
+            reporter.close()
     store.drop_checkpoint(ckpt)
     log.info(f"records: {store.record_path(cfg, seeds[0]).parent}/")
     return records

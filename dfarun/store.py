@@ -16,7 +16,6 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -134,12 +133,6 @@ def drop_temps(path: Path) -> None:
 
 # --- records -------------------------------------------------------------------------------------
 
-def records(root: Path) -> Iterator[tuple[Path, dict | None]]:
-    """Every *.json in root with its record (None where it is not a finished record of ours)."""
-    for path in sorted(Path(root).glob("*.json")):
-        yield path, read(path)
-
-
 def read(path: Path) -> dict | None:
     """The record at path, or None when it is missing or not a finished record of ours."""
     try:
@@ -220,6 +213,28 @@ def write(path: Path, record: dict) -> None:
     _atomic(path, lambda f: json.dump(_finite(record), f, indent=1, allow_nan=False))
 
 
+# --- live histories (progress.Reporter writes them; tables and figures never read them) ----------
+
+def live_path(cfg: DictConfig, seed: int) -> Path:
+    """<store>/live/<record name>.jsonl: the seed's history rows, one JSON line per epoch."""
+    record = record_path(cfg, seed)
+    return record.parent / "live" / f"{record.stem}.jsonl"
+
+
+def tensorboard_dir(cfg: DictConfig, seed: int) -> Path:
+    record = record_path(cfg, seed)
+    return record.parent / "tensorboard" / record.stem
+
+
+def json_line(row: dict) -> str:
+    """One history row as the record holds it (NaN/inf as null), on one line."""
+    return json.dumps(_finite(row), allow_nan=False) + "\n"
+
+
+def write_lines(path: Path, rows: list[dict]) -> None:
+    _atomic(path, lambda f: f.write("".join(json_line(row) for row in rows)))
+
+
 def _atomic(path: Path, dump, binary: bool = False) -> None:
     """Temp file in the same directory, fsync, rename: readers see all of it or nothing."""
     fd, tmp = _in_folder(path, lambda: tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
@@ -255,7 +270,8 @@ def _finite(obj):
 
 # --- the paths a job uses, checked before it starts -----------------------------------------------
 
-SUBFOLDERS = {"locks": "locks", "checkpoints": "checkpoints", "sweeps": "sweep outputs", "live": "live histories"}
+SUBFOLDERS = {"locks": "locks", "checkpoints": "checkpoints", "sweeps": "sweep outputs", "live": "live histories",
+              "tensorboard": "TensorBoard logs"}
 
 
 def check_paths(cfg: DictConfig, write: bool) -> None:
@@ -266,9 +282,15 @@ def check_paths(cfg: DictConfig, write: bool) -> None:
     root = Path(cfg.store).expanduser()
     paths = {"records": [record_path(cfg, s) for s in cfg.seeds], "checkpoint": [checkpoint_path(cfg)],
              "locks": [job_lock(cfg), *(seed_lock(cfg, s) for s in cfg.seeds)]}
+    paths["live history"] = [live_path(cfg, s) for s in cfg.seeds]
     if cfg.save_weights:
         paths["weights"] = [record_path(cfg, s).with_suffix(".pt") for s in cfg.seeds]
     try:
+        if cfg.logger.name == "tensorboard":
+            for path in (tensorboard_dir(cfg, s) for s in cfg.seeds):
+                if path.exists() and not path.is_dir():
+                    raise ConfigError("store", cfg.store, f"{path} is a file, where this job writes its "
+                                                          f"TensorBoard log; move it away or choose another store")
         for name, what in SUBFOLDERS.items():
             if (root / name).exists() and not (root / name).is_dir():
                 raise ConfigError("store", cfg.store, f"{root / name} is a file, where dfarun keeps its {what}; "

@@ -200,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         tables = [int(t) for t in args.tables.split(",")]
-        assert all(t in TABLES for t in tables)
-    except (ValueError, AssertionError):
+    except ValueError:
+        tables = []
+    if not tables or not all(t in TABLES for t in tables):
         print(f"dfarun-tables: error: --tables={args.tables!r}: expected numbers from 1, 2, 3", file=sys.stderr)
         return 2
     if not Path(args.store).is_dir():
@@ -209,11 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cells = aggregate(load_records(Path(args.store)))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     for table in tables:
         texts = render(table, build(table, cells, args.compare), args.compare)
-        for ext, text in texts.items():
-            (out / f"table{table}.{ext}").write_text(text)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for ext, text in texts.items():
+                (out / f"table{table}.{ext}").write_text(text)
+        except OSError as err:
+            print(f"dfarun-tables: error: --out={args.out!r}: cannot write there ({err.strerror or err})",
+                  file=sys.stderr)
+            return 2
         print(texts["md"])
     return 0
 

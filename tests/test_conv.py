@@ -138,14 +138,17 @@ def image_data(n: int = 96, seed: int = 0) -> Data:
     return Data(x, y, x[:32], y[:32], shape=ARCH.in_shape)
 
 
-@pytest.mark.parametrize("method", ["bp", "dfa"])
-def test_conv_stacked_seeds_equal_single_seed(method):
+@pytest.mark.parametrize("method,dropout", [("bp", False), ("dfa", False), ("dfa", True)])
+def test_conv_stacked_seeds_equal_single_seed(method, dropout):
+    """Dropout too: each seed's masks come from its own generator, whatever channel group it is."""
     data = image_data()
     stacked = init_state([3, 5, 7], ARCH, "tanh", RULES[method], CPU)
     alone = init_state([5], ARCH, "tanh", RULES[method], CPU)
+    protocol = Protocol(1e-3, 16, 1, p_input=0.1 * dropout, p_hidden=0.5 * dropout,
+                        p_conv=(0.25, 0.5) if dropout else ())
     for _ in range(2):
-        e_stack, l_stack, _ = train_epoch(stacked, data, RULES[method], Protocol(1e-3, 16, 1))
-        e_alone, l_alone, _ = train_epoch(alone, data, RULES[method], Protocol(1e-3, 16, 1))
+        e_stack, l_stack, _ = train_epoch(stacked, data, RULES[method], protocol)
+        e_alone, l_alone, _ = train_epoch(alone, data, RULES[method], protocol)
         assert e_stack[1] == e_alone[0]
         torch.testing.assert_close(l_stack[1], l_alone[0], rtol=1e-4, atol=1e-4)
     for p_stack, p_alone in zip(stacked.net.params, alone.net.params):

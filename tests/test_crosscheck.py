@@ -1,8 +1,6 @@
 """dfarun's BP against autograd + torch.optim.RMSprop, trained side by side (crosscheck.py)."""
 from __future__ import annotations
 
-import torch
-
 from dfarun.crosscheck import autograd_bp, dfarun_bp
 
 

@@ -23,7 +23,7 @@ class Crash(Exception):
 
 
 def live_rows(cfg, seed: int) -> list[dict]:
-    return [json.loads(line) for line in progress.live_path(cfg, seed).read_text().splitlines()]
+    return [json.loads(line) for line in store.live_path(cfg, seed).read_text().splitlines()]
 
 
 def test_each_epoch_reaches_the_live_history_as_it_is_computed(make_cfg, monkeypatch):
@@ -56,7 +56,7 @@ def test_each_epoch_reaches_the_live_history_as_it_is_computed(make_cfg, monkeyp
 def test_tables_read_records_only_not_live_files(make_cfg, tmp_path, capsys):
     cfg = make_cfg(SMALL, "seeds=[0,1]")
     run(cfg)
-    assert progress.live_path(cfg, 0).is_file()
+    assert store.live_path(cfg, 0).is_file()
     assert tables.main(["--store", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--tables", "1"]) == 0
     assert "warning" not in capsys.readouterr().err
 
@@ -104,7 +104,7 @@ def test_tensorboard_logger_writes_each_seeds_scalars(make_cfg):
                    "align_every=1")
     records = run(cfg)
     for seed, rec in zip((0, 1), records):
-        events = EventAccumulator(str(progress.tensorboard_dir(cfg, seed)))
+        events = EventAccumulator(str(store.tensorboard_dir(cfg, seed)))
         events.Reload()
         tags = set(events.Tags()["scalars"])
         assert {"train/error", "test/error", "train/loss", "lr", "align_signal/layer1",
@@ -129,3 +129,16 @@ def test_an_unknown_logger_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip() == "dfarun: error: logger='wandb': expected one of none, tensorboard"
     assert not (tmp_path / "runs").exists()
+
+
+def test_live_rows_are_strict_json_like_the_record(make_cfg):
+    """Alignment angles are NaN while weights are zero (DFA from epoch 1): null, as in the record."""
+    cfg = make_cfg(SMALL, "max_epochs=1", "track_alignment=true", "align_every=1")
+    [rec] = run(cfg)
+    text = store.live_path(cfg, 0).read_text()
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    rows = [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+    assert rows == rec["history"]
+    assert None in rows[0]["align_signal"]  # the zero-weight layers' angles, written as null
