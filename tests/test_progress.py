@@ -132,7 +132,7 @@ def test_an_unknown_logger_is_one_line_and_exit_2(tmp_path):
 
 
 def test_live_rows_are_strict_json_like_the_record(make_cfg):
-    """Alignment angles are NaN while weights are zero (DFA from epoch 1): null, as in the record."""
+    """NaN and inf (a diverged loss, an angle against a zero vector) become null, as in the record."""
     cfg = make_cfg(SMALL, "max_epochs=1", "track_alignment=true", "align_every=1")
     [rec] = run(cfg)
     text = store.live_path(cfg, 0).read_text()
@@ -141,4 +141,5 @@ def test_live_rows_are_strict_json_like_the_record(make_cfg):
         raise ValueError(f"{name} is not JSON")
     rows = [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
     assert rows == rec["history"]
-    assert None in rows[0]["align_signal"]  # the zero-weight layers' angles, written as null
+    line = store.json_line({"train_loss": float("inf"), "align_signal": [float("nan"), 45.0]})
+    assert json.loads(line, parse_constant=refuse) == {"train_loss": None, "align_signal": [None, 45.0]}
