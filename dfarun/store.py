@@ -180,33 +180,13 @@ def finished(path: Path) -> dict | None:
 
 
 def _complete(rec: dict, path: Path) -> None:
-    """ValueError naming the first field the runner relies on that is missing or wrong."""
-    def need(ok: bool, name: str, expected: str) -> None:
-        if not ok:
-            raise ValueError(f"{name}={_short(rec.get(name))}, expected {expected}")
+    """ValueError naming the first field that is missing or wrong: the checks dfarun-tables and
+    dfarun-figures apply (records.parse), and the file name must be this record's own."""
+    from .records import parse  # records imports this module: at call time
 
-    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
-    need(is_int(rec.get("seed")) and isinstance(rec.get("key"), str)
-         and path.stem.endswith(f"_{rec['key']}_seed{rec['seed']}"), "seed", f"the seed and key of {path.name}")
-    need(rec.get("stop") in STOPS, "stop", " or ".join(STOPS))
-    epochs = rec.get("epochs")
-    need(is_int(epochs) and epochs >= 1, "epochs", "an int >= 1")
-    history = rec.get("history")
-    need(isinstance(history, list) and len(history) == epochs and all(isinstance(h, dict) for h in history),
-         "history", f"a list of {epochs} rows")
-    for name in ("train_error", "test_error"):
-        v = rec.get(name)
-        if rec["stop"] == "diverged":
-            need(v is None, name, "null (the seed diverged)")
-        else:
-            need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100, name,
-                 "a percentage")
-    need(isinstance(rec.get("config"), dict), "config", "an object")
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    parse(rec, path)
+    if not path.stem.endswith(f"_{rec['key']}_seed{rec['seed']}"):
+        raise ValueError(f"seed/key: {rec['key']} seed {rec['seed']} is not the record {path.name} names")
 
 
 def write(path: Path, record: dict) -> None:
