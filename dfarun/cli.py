@@ -154,9 +154,10 @@ def check_args(argv: list[str]) -> list[DictConfig]:
         grids.check_command_line(parsed, multirun)
     cfgs, sweep_dir = [], None
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dfarun"):
-        try:
-            jobs = _sweep_jobs(GlobalHydra.instance().hydra, name, overrides, RunMode.MULTIRUN) \
-                if multirun else [overrides]
+        try:  # a sweep's primary config (its grid, its sweep dir), composed once
+            primary = GlobalHydra.instance().hydra.compose_config(
+                name, overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False) if multirun else None
+            jobs = _sweep_jobs(primary, overrides) if multirun else [overrides]
         except (HydraException, OmegaConfBaseException, ValueError) as err:
             raise _one_line(err, overrides) from None
         for job in jobs:
@@ -167,7 +168,7 @@ def check_args(argv: list[str]) -> list[DictConfig]:
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 raise _one_line(err, job) from None
         if multirun and not args.cfg:
-            sweep_dir = _sweep_dir(name, overrides)
+            sweep_dir = _sweep_dir(primary)
     if not args.cfg:  # --cfg shows a config, bad values and all
         for cfg in cfgs:  # after composing them all: a compose error is found without importing torch
             validate(cfg)
@@ -182,27 +183,21 @@ def _usage_error(message: str):
     raise DfarunError(f"{message}; expected dfarun [-m] [key=value ...], flags first (dfarun --help)")
 
 
-def _sweep_dir(name: str, overrides: list[str]) -> str | DfarunError:
+def _sweep_dir(primary: DictConfig) -> str | DfarunError:
     """The folder Hydra will make for a -m sweep, resolved now (its ${now:} differs by seconds:
     only the folders above it matter); the error, when it does not resolve."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-
     try:
-        primary = GlobalHydra.instance().hydra.compose_config(name, overrides, run_mode=RunMode.MULTIRUN,
-                                                              with_log_configuration=False)
         return str(primary.hydra.sweep.dir)
     except (OmegaConfBaseException, ValueError) as err:
         return DfarunError(f"hydra.sweep.dir: cannot be resolved ({_first_line(err)})")
 
 
-def _sweep_jobs(hydra_, name: str, overrides: list[str], mode) -> list[list[str]]:
+def _sweep_jobs(primary: DictConfig, overrides: list[str]) -> list[list[str]]:
     """The jobs a -m sweep launches, each as its list of overrides (as Hydra's basic sweeper
     expands the command line and hydra.sweeper.params); [] for another sweeper."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    primary = hydra_.compose_config(name, overrides, run_mode=mode, with_log_configuration=False)
     if primary.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
         return []
     params = [f"{k}={v}" for k, v in (primary.hydra.sweeper.get("params") or {}).items()]
