@@ -36,10 +36,11 @@ class Reporter:
 
     def __init__(self, cfg: DictConfig, seeds: list[int], histories: list[list[dict]], epoch: int,
                  lr: float):
-        self.cfg, self.lr = cfg, lr
+        self.lr = lr
         self.started, self.first_epoch = time.monotonic(), epoch  # epochs before this are resumed
         self.epoch_start = time.monotonic()
         self.bar, self.last_line = None, time.monotonic()
+        self.tty = sys.stderr.isatty()  # asked once: step() runs every mini-batch
         self.live = {s: store.live_path(cfg, s) for s in seeds}
         for seed, history in zip(seeds, histories):  # a resumed job rewrites what its checkpoint holds
             store.write_lines(self.live[seed], history)
@@ -58,7 +59,7 @@ class Reporter:
         now = time.monotonic()
         if done == 1:
             self.epoch_start = self.last_line = now
-        if sys.stderr.isatty():
+        if self.tty:
             if self.bar is None:
                 from tqdm import tqdm
                 self.bar = tqdm(total=total, leave=False, unit="batch", file=sys.stderr, mininterval=0.5)
