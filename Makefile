@@ -40,6 +40,9 @@ run: install  ## train 2x800 tanh with DFA on MNIST (the default experiment)
 bench: install  ## 2x800 epoch seconds and conv_tanh images/s next to the FLOP bound (ARGS=--estimate: hours per table)
 	$(BIN)/python -m dfarun.bench $(ARGS)
 
+accelerator-prepare:  ## fill .accel/ for scripts/accelerator/run.sh: hydra wheels, MNIST from DATA_DIR (docs/accelerator.md)
+	DATA_DIR='$(strip $(DATA_DIR))' scripts/accelerator/prepare.sh
+
 table%: install  ## table1|table2|table3: sweep a paper table's grid (paper profile), then render it
 	$(BIN)/dfarun -m experiment=table$* store=$(STORE) $(DATA) $(ARGS)
 	$(BIN)/dfarun-tables --store $(STORE) --out results --tables $* --compare

@@ -65,6 +65,8 @@ def check_values(cfg: DictConfig) -> None:
     check(all(s >= 0 for s in seeds), "seeds", seeds, "expected ints >= 0")
     check(cfg.max_epochs >= 1, "max_epochs", cfg.max_epochs, "expected an int >= 1")
     check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "expected an int >= 1")
+    check(cfg.seed_stack is None or cfg.seed_stack >= 1, "seed_stack", cfg.seed_stack,
+          "expected an int >= 1, or null for the device's choice")
     check(_positive(d.lr), "dataset.lr", d.lr, "expected a float in (0, 3.4e38] (float32's range)")
     check(_positive(effective_lr(cfg)), "lr", effective_lr(cfg),
           "expected a float in (0, 3.4e38] (float32's range), or null for the data set's rate")

@@ -126,7 +126,8 @@ class Config:
     data_dir: str = MISSING
     store: str = "runs"
     force: bool = False
-    compile: bool = True                # fuse the optimizer step with torch.compile
+    compile: bool = True                # the whole training step as one torch.compile'd graph
+    seed_stack: Optional[int] = None    # most seeds trained at once; null: the device's choice (runner)
 
 
 ConfigStore.instance().store(name="dfarun_schema", node=Config)

@@ -114,7 +114,7 @@ class ConvNet:
         S, shared = self.weights[0].shape[0], x.dim() == 2
         B = x.shape[-2]
         if dropout is not None:
-            x = x * dropout.mask(x, dropout.p_input)
+            x = x * dropout.mask(0, dropout.p_input, x.dtype)
         C, H, W = self.arch.in_shape
         h = x.view(B, C, H, W) if shared else x.reshape(S, B, C, H, W).transpose(0, 1).reshape(B, S * C, H, W)
         hs, dfs, pools, masks = [h], [], [], []
@@ -125,17 +125,17 @@ class ConvNet:
             mask = None
             if dropout is not None:  # on the pooled output, before the point where feedback enters
                 p = dropout.p_conv[k] if dropout.p_conv else dropout.p_hidden
-                mask = dropout.mask(h, p, seed_dim=1)  # seeds are channel groups here
+                mask = self._blocks(dropout.mask(k + 1, p, h.dtype), h.shape)  # seeds are channel groups here
                 h = h * mask
             pools.append(idx)
             masks.append(mask)
             hs.append(h)
         hs[-1] = h.reshape(B, S, -1).transpose(0, 1)  # the first fc layer takes [S, B, C*H*W]
-        for W, b in zip(self.weights[self.n_conv:-1], self.biases[self.n_conv:-1]):
+        for k, (W, b) in enumerate(zip(self.weights[self.n_conv:-1], self.biases[self.n_conv:-1]), self.n_conv):
             z = act.f(nets._affine(hs[-1], W, b))
             df = act.df(z)
             if dropout is not None:
-                keep = dropout.mask(z, dropout.p_hidden)
+                keep = dropout.mask(k + 1, dropout.p_hidden, z.dtype)
                 z, df = z * keep, df * keep
             hs.append(z)
             dfs.append(df)
@@ -147,11 +147,16 @@ class ConvNet:
         if k >= self.n_conv:
             return dh * p.dfs[k]
         idx, df = p.pools[k], p.dfs[k]
-        g = dh.transpose(0, 1).reshape(idx.shape)  # [S, B, n] -> [B, S*C, H', W']
+        g = self._blocks(dh, idx.shape)
         if p.masks[k] is not None:
             g = g * p.masks[k]
         up = torch.zeros(df.shape[:2] + (df.shape[2] * df.shape[3],), dtype=g.dtype, device=g.device)
         return up.scatter_add_(2, idx.flatten(2), g.flatten(2)).view(df.shape) * df
+
+    @staticmethod
+    def _blocks(t: Tensor, shape: torch.Size) -> Tensor:
+        """[S, B, C*H*W] (a signal's or a mask's per-seed layout) -> a block's [B, S*C, H, W]."""
+        return t.transpose(0, 1).reshape(shape)
 
     def back(self, k: int, d: Tensor, M: Tensor) -> Tensor:
         """δh_{k-1} [S, B, n] = the input gradient of layer k at δa_k, with M in place of W_k."""

@@ -41,23 +41,28 @@ class Pass(NamedTuple):
 
 @dataclass(frozen=True)
 class Dropout:
-    """Inverted dropout (kept units scaled by 1/(1-p)). Every seed draws its masks from its own
+    """One mini-batch's dropout: inverted (kept units scaled by 1/(1-p)), off at evaluation.
+
+    The uniform draws behind the masks are made before the step (`draw`), from each seed's own
     generator, so a seed's masks, like its init and data order, do not depend on which seeds
-    share its stack: a stacked seed trains exactly as it would alone."""
+    share its stack; the step itself (which torch.compile makes one graph, and a graph cannot
+    draw from a torch.Generator) only thresholds them."""
     p_input: float
     p_hidden: float
-    gens: tuple[torch.Generator, ...]   # one per seed, in stack order
+    u: tuple[Tensor, ...]            # uniform [0, 1) draws, [S, B, n] per site: the input, then each hidden layer
     p_conv: tuple[float, ...] = ()   # per conv block (conv nets); empty: p_hidden
 
-    def mask(self, h: Tensor, p: float, seed_dim: int = 0) -> Tensor:
-        """A mask for h, whose seeds lie along `seed_dim` (0: [S, ...]; 1: conv's [B, S*C, H, W])."""
-        S = len(self.gens)
-        if h.shape[seed_dim] % S or (seed_dim == 0 and h.shape[0] != S):
-            raise ValueError(f"dropout: {tuple(h.shape)} has no seed axis of {S} at dim {seed_dim}")
-        per_seed = (h.shape[1:] if seed_dim == 0
-                    else (h.shape[0], h.shape[1] // S, *h.shape[2:]))
-        u = torch.stack([torch.rand(per_seed, generator=g, device=h.device) for g in self.gens], seed_dim)
-        return (u.view(h.shape) >= p).to(h.dtype) / (1 - p)
+    @classmethod
+    def draw(cls, p_input: float, p_hidden: float, gens: tuple[torch.Generator, ...], batch: int,
+             sizes: list[int], p_conv: tuple[float, ...] = ()) -> Dropout:
+        """`sizes`: units per example at each site (input features, then net.hidden)."""
+        u = tuple(torch.stack([torch.rand((batch, n), generator=g, device=g.device) for g in gens])
+                  for n in sizes)
+        return cls(p_input, p_hidden, u, p_conv)
+
+    def mask(self, site: int, p: float, dtype: torch.dtype) -> Tensor:
+        """[S, B, n]: 0 where a unit is dropped (probability p), else 1/(1-p)."""
+        return (self.u[site] >= p).to(dtype) / (1 - p)
 
 
 class Network(Protocol):
@@ -116,13 +121,13 @@ class MLP:
         """x [S, B, D] (or [B, D], shared by all seeds) -> activations, f'(a) and a_y [S, B, C]."""
         act = ACTIVATIONS[self.activation]
         if dropout is not None:
-            x = x * dropout.mask(x, dropout.p_input)
+            x = x * dropout.mask(0, dropout.p_input, x.dtype)
         hs, dfs = [x], []
-        for W, b in zip(self.weights[:-1], self.biases[:-1]):
+        for k, (W, b) in enumerate(zip(self.weights[:-1], self.biases[:-1])):
             h = act.f(_affine(hs[-1], W, b))
             df = act.df(h)
             if dropout is not None:  # the mask sits before the point where feedback enters
-                keep = dropout.mask(h, dropout.p_hidden)
+                keep = dropout.mask(k + 1, dropout.p_hidden, h.dtype)
                 h, df = h * keep, df * keep
             hs.append(h)
             dfs.append(df)

@@ -28,7 +28,7 @@ log = logging.getLogger("dfarun")
 FORMAT = 2  # bump when the record layout changes (2: row label, best_val)
 # not part of the experiment: where and how it ran, and how it was grouped
 RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "save_weights", "profile",
-                "table", "figure", "logger")
+                "table", "figure", "logger", "seed_stack")
 
 
 # --- names ------------------------------------------------------------------------------------

@@ -60,8 +60,13 @@ def toy_data() -> Data:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `slurm` need a Slurm cluster on this machine; without one they are skipped,
-    saying why (make test-slurm starts one and runs them)."""
+    """Tests marked `slurm` need a Slurm cluster on this machine, and tests marked `cuda` a CUDA
+    device; without one they are skipped, saying why (make test-slurm starts a cluster and runs
+    them; scripts/accelerator/run.sh runs the cuda ones on a GPU machine)."""
+    if not torch.cuda.is_available():
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="no CUDA device here (scripts/accelerator/run.sh runs these on one)"))
     marked = [item for item in items if "slurm" in item.keywords]
     if marked and (why := _no_slurm_cluster()):
         if os.environ.get("DFARUN_SLURM_REQUIRED"):  # make test-slurm: a skip would read as a pass

@@ -10,7 +10,8 @@ from dfarun.data import Data
 from dfarun.nets import Dropout
 from dfarun.rules import RULES
 from dfarun.state import State, init_state
-from dfarun.train import Protocol, errors_on, train_epoch, updates
+from dfarun.step import updates
+from dfarun.train import Protocol, errors_on, train_epoch
 
 CPU = torch.device("cpu")
 ARCH = ConvArch(in_shape=(2, 12, 12), channels=(3, 4), fc=(6,), classes=3)  # pools 12 -> 5 -> 2
@@ -119,7 +120,8 @@ def test_conv_shared_evaluation_input_equals_per_seed_input():
 def test_conv_dropout_masks_pooled_outputs_and_their_feedback():
     net = random_net()
     x, target = batch(4)
-    drop = Dropout(0.0, 0.5, tuple(torch.Generator().manual_seed(i) for i in range(S)), p_conv=(0.75, 0.25))
+    gens = tuple(torch.Generator().manual_seed(i) for i in range(S))
+    drop = Dropout.draw(0.0, 0.5, gens, B, [x.shape[-1], *ARCH.hidden], p_conv=(0.75, 0.25))
     p = net.forward(x, drop)
     assert 0.6 < (p.masks[0] == 0).double().mean() < 0.9 and 0.1 < (p.masks[1] == 0).double().mean() < 0.4
     assert torch.equal(p.hs[1] == 0, p.masks[0] == 0)

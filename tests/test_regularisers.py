@@ -14,6 +14,7 @@ import torch
 
 import dfarun.config as config
 import dfarun.runner as runner
+import dfarun.step as step
 import dfarun.train as train
 from dfarun.config import ConfigError, validate
 from dfarun.data import Data, load
@@ -60,13 +61,18 @@ def gens_for(seeds: int, first: int) -> tuple[torch.Generator, ...]:
     return tuple(torch.Generator().manual_seed(first + i) for i in range(seeds))
 
 
+def drop(gens: tuple[torch.Generator, ...], x: torch.Tensor, net: MLP) -> Dropout:
+    """One mini-batch's draws for x [S, B, D], as train_epoch makes them."""
+    return Dropout.draw(P_IN, P_HID, gens, x.shape[1], [x.shape[2], *net.hidden])
+
+
 def test_dropout_masks_fraction_scaling_and_per_seed_draws():
     S, B, D, H = 2, 64, 200, 500
     net = twin_net(S, [D, H, H, 10])
     x1 = torch.rand(B, D, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.1  # no zero pixels
     x = x1.expand(S, -1, -1).clone()
     gens = gens_for(S, 0)
-    hs, dfs, a_y = net.forward(x, Dropout(P_IN, P_HID, gens))
+    hs, dfs, a_y = net.forward(x, drop(gens, x, net))
     assert len(hs) == 3 and len(dfs) == 2 and a_y.shape == (S, B, 10)
 
     # input: ~10% zeroed, the rest scaled by 1/0.9
@@ -89,14 +95,17 @@ def test_dropout_masks_fraction_scaling_and_per_seed_draws():
     assert not torch.equal(hs[0][0] != 0, hs[0][1] != 0)
     assert not torch.equal(hs[1][0] != 0, hs[1][1] != 0)
     # ... and different ones on every pass
-    again = net.forward(x, Dropout(P_IN, P_HID, gens))
+    again = net.forward(x, drop(gens, x, net))
     assert not torch.equal(again.hs[1] != 0, hs[1] != 0)
     # ... reproducibly from the generator's seed
-    replay = net.forward(x, Dropout(P_IN, P_HID, gens_for(S, 0)))
+    replay = net.forward(x, drop(gens_for(S, 0), x, net))
     for a, b in zip(replay.hs, hs):
         assert torch.equal(a, b)
+    # ... whose layers are masked independently
+    assert not torch.equal(hs[1][0] != 0, hs[2][0] != 0)
     # ... and a seed's masks are its own generator's alone: the second seed, run by itself
-    alone = twin_net(1, [D, H, H, 10]).forward(x[1:], Dropout(P_IN, P_HID, gens_for(S, 0)[1:]))
+    one = twin_net(1, [D, H, H, 10])
+    alone = one.forward(x[1:], drop(gens_for(S, 0)[1:], x[1:], one))
     for a, b in zip(alone.hs, hs):
         assert torch.equal(a[0], b[1])
 
@@ -123,7 +132,7 @@ def test_dfa_with_dropout_masks_the_feedback_before_it_enters():
     feedback = init_state([5, 6], sizes, "tanh", RULES["dfa"], CPU).feedback
     x = torch.rand(S, B, 20) * 0.9 + 0.1
     target = torch.eye(4)[torch.randint(4, (S, B))]
-    p = net.forward(x, Dropout(P_IN, P_HID, gens_for(S, 11)))
+    p = net.forward(x, drop(gens_for(S, 11), x, net))
     e = torch.sigmoid(p.a_y) - target
     deltas = [net.local(p, k, s) for k, s in enumerate(RULES["dfa"].signals(e, net, p, feedback))]
     assert len(deltas) == 3
@@ -136,8 +145,7 @@ def test_dfa_with_dropout_masks_the_feedback_before_it_enters():
         assert (d[p.hs[i + 1] != 0] != 0).any()
 
     # updates() uses the very masks of its own forward pass: dW_1 = δa_1ᵀ h_0 with the masked input
-    grads, a_y = train.updates(net, feedback, RULES["dfa"], x, target,
-                               Dropout(P_IN, P_HID, gens_for(S, 11)))
+    grads, a_y = step.updates(net, feedback, RULES["dfa"], x, target, drop(gens_for(S, 11), x, net))
     torch.testing.assert_close(a_y, p.a_y)
     torch.testing.assert_close(grads[0], deltas[0].transpose(1, 2) @ p.hs[0])
     torch.testing.assert_close(grads[len(net.weights) - 1], e.transpose(1, 2) @ p.hs[-1])
@@ -147,7 +155,7 @@ def test_dfa_with_dropout_masks_the_feedback_before_it_enters():
 
 def autograd_fgsm(net: MLP, x: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
     x = x.clone().requires_grad_()
-    loss = train.bce(net.forward(x).a_y, target).sum()
+    loss = step.bce(net.forward(x).a_y, target).sum()
     (grad,) = torch.autograd.grad(loss, x)
     assert (grad != 0).float().mean() > 0.99    # the test would be vacuous with a dead gradient
     return (x + eps * grad.sign()).detach()
@@ -160,7 +168,7 @@ def test_fgsm_is_x_plus_eps_sign_of_the_true_input_gradient(toy_data):
     x = data.x_train[:50].expand(3, -1, -1).clone()
     target = torch.eye(3)[data.y_train[:50]].expand(3, -1, -1)
     for eps in (0.08, 0.3):
-        got = train.fgsm(state.net, x, target, eps)
+        got = step.fgsm(state.net, x, target, eps)
         want = autograd_fgsm(state.net, x, target, eps)
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
         assert ((got - x).abs() - eps).abs().max() < 1e-6   # every input moves by exactly eps
@@ -174,7 +182,7 @@ def test_fgsm_in_training_uses_backprop_whatever_the_method(monkeypatch, toy_dat
     data = toy_data
     sizes = [12, 30, 30, 3]
     seen = {}
-    real_fgsm, real_updates = train.fgsm, train.updates
+    real_fgsm, real_updates = step.fgsm, step.updates
 
     def spy_fgsm(net, x, target, eps):
         out = real_fgsm(net, x, target, eps)
@@ -185,8 +193,8 @@ def test_fgsm_in_training_uses_backprop_whatever_the_method(monkeypatch, toy_dat
         seen.setdefault("updates", []).append(x.clone())
         return real_updates(net, feedback, rule, x, target, dropout)
 
-    monkeypatch.setattr(train, "fgsm", spy_fgsm)
-    monkeypatch.setattr(train, "updates", spy_updates)
+    monkeypatch.setattr(step, "fgsm", spy_fgsm)
+    monkeypatch.setattr(step, "updates", spy_updates)
     perturbed = {}
     for method in ("bp", "fa", "dfa", "ifa"):
         seen.clear()
@@ -207,8 +215,8 @@ def test_fgsm_in_training_uses_backprop_whatever_the_method(monkeypatch, toy_dat
 
 def test_adversarial_reg_trains_through_run_with_eps_008(make_cfg, monkeypatch):
     calls = []
-    real = train.fgsm
-    monkeypatch.setattr(train, "fgsm", lambda net, x, t, eps: (calls.append(eps), real(net, x, t, eps))[1])
+    real = step.fgsm
+    monkeypatch.setattr(step, "fgsm", lambda net, x, t, eps: (calls.append(eps), real(net, x, t, eps))[1])
     cfg = make_cfg(SMALL, "method=dfa", "reg=adversarial", "seeds=[0,1]")
     records = run(cfg)
     assert calls and set(calls) == {0.08}
@@ -223,8 +231,8 @@ def test_adversarial_reg_trains_through_run_with_eps_008(make_cfg, monkeypatch):
 
 def test_dropout_reg_trains_through_run(make_cfg, monkeypatch):
     used = []
-    real = train.updates
-    monkeypatch.setattr(train, "updates",
+    real = step.updates
+    monkeypatch.setattr(step, "updates",
                         lambda net, fb, rule, x, t, dropout=None: (used.append(dropout), real(net, fb, rule, x, t, dropout))[1])
     records = run(make_cfg(SMALL, "method=dfa", "reg=dropout"))
     assert used and all(d is not None and (d.p_input, d.p_hidden) == (0.1, 0.5) for d in used)
@@ -304,7 +312,7 @@ def test_auto_schedule_in_fit_halves_the_next_epochs_rate_and_records_it(monkeyp
     halve_after = [False, True, False, True, False]
     scales_used = []
 
-    def scripted_epoch(state, data, rule, protocol, on_step=None):
+    def scripted_epoch(state, data, rule, protocol, on_step=None, step=None):
         scales_used.append(list(state.lr_scale))
         err = fractions[state.epoch - 1]
         n = len(state.seeds)

@@ -2,8 +2,8 @@
 ends with the very records of an uninterrupted run; unreadable checkpoints are ignored; no
 half-written record or checkpoint is ever visible.
 
-In-process tests crash `run` by making `train.updates` raise mid-epoch (train_epoch looks
-`updates` up in dfarun.train at call time, so that is where it is patched); one test kills
+In-process tests crash `run` by making `step.updates` raise mid-epoch (sgd_step looks
+`updates` up in dfarun.step at call time, so that is where it is patched); one test kills
 the real `dfarun` console script with SIGKILL. On the CPU the resumed run is expected to be
 bit-identical to the uninterrupted one, so histories are compared with ==.
 """
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import dfarun.runner as runner
-import dfarun.train as train
+import dfarun.step as step
 from dfarun import store
 from dfarun.rules import RULES
 from dfarun.runner import run
@@ -55,8 +55,8 @@ def files_under(root: Path) -> list[str]:
 
 @pytest.fixture
 def count_updates(monkeypatch):
-    """Count train.updates calls; raise Crash on call number `crash_at` (None: never)."""
-    real = train.updates
+    """Count step.updates calls; raise Crash on call number `crash_at` (None: never)."""
+    real = step.updates
     box = {"calls": 0, "crash_at": None}
 
     def counted(*args, **kwargs):
@@ -65,7 +65,7 @@ def count_updates(monkeypatch):
             raise Crash(f"killed in update {box['calls']}")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "updates", counted)
+    monkeypatch.setattr(step, "updates", counted)
     return box
 
 

@@ -207,6 +207,7 @@ def test_experiment_keys_change_the_record_file(make_cfg, override):
 @pytest.mark.parametrize("override", [
     "device=auto", "data_dir=/somewhere/else", "seeds=[0,4,9]", "force=true",
     "lr=0.001",   # explicitly the data set's rate: the same experiment as lr=null
+    "seed_stack=1", "compile=false",
 ])
 def test_runtime_keys_do_not_change_the_record_file(make_cfg, override):
     assert store.record_path(make_cfg(*BASE, override), 0) == store.record_path(make_cfg(*BASE), 0)
@@ -227,6 +228,7 @@ def _cuda_missing() -> str:
     ("device=tpu", "device", "tpu"),
     (f"device={_cuda_missing()}", "device", _cuda_missing()),
     ("batch_size=0", "batch_size", "0"),
+    ("seed_stack=0", "seed_stack", "0"),
     ("seeds=[1,1]", "seeds", "[1, 1]"),
     ("seeds=[-1]", "seeds", "-1"),
     ("model.activation=softplus", "model.activation", "softplus"),
@@ -320,3 +322,33 @@ def test_the_key_ignores_settings_at_their_default(make_cfg):
     assert store.experiment_key(older) == store.experiment_key(base)
     assert store.experiment_key(make_cfg("model=3x50_tanh", "val=true")) != store.experiment_key(base)
     assert store.experiment_key(make_cfg("model=3x50_tanh", "reg=dropout")) != store.experiment_key(base)
+
+
+# --- seed_stack: how many seeds one pass trains ---------------------------------------------
+
+CONV = ["dataset=synthetic_cifar", "dataset.features=3072", "dataset.train_size=64", "dataset.test_size=32", "model=conv_tanh",
+        "model.channels=[3,4]", "model.width=8", "model.depth=1", "max_epochs=1", "batch_size=32"]
+
+
+def test_seed_stack_splits_a_job_into_passes_with_unchanged_records(make_cfg, train_calls, caplog):
+    """seed_stack=2 over seeds [0,1,2]: passes of [0,1] then [2], each seed's record as if stacked."""
+    with caplog.at_level(logging.INFO, logger="dfarun"):
+        split = run(make_cfg(SMALL, "method=dfa", "seeds=[0,1,2]", "seed_stack=2"))
+    assert train_calls == [[0, 1], [2]]
+    assert "training at most 2 seeds at a time" in caplog.text
+    whole = run(make_cfg(SMALL, "method=dfa", "seeds=[0,1,2]", "force=true"))
+    assert train_calls[-1] == [0, 1, 2]
+    assert [r["stacked_seeds"] for r in split] == [2, 2, 1] and [r["stacked_seeds"] for r in whole] == [3, 3, 3]
+    for a, b in zip(split, whole):
+        assert (a["seed"], a["stop"], a["epochs"]) == (b["seed"], b["stop"], b["epochs"])
+        assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]], rel=1e-4)
+
+
+def test_conv_seeds_train_one_at_a_time_on_a_cpu_by_default(make_cfg, train_calls, caplog):
+    with caplog.at_level(logging.INFO, logger="dfarun"):
+        run(make_cfg(*CONV, "method=dfa", "seeds=[0,1]"))
+    assert train_calls == [[0], [1]]
+    assert "training at most 1 seed at a time (seed_stack=null: conv seeds do not gain from stacking on a CPU)" in caplog.text
+    assert runner.seed_stack(make_cfg(*CONV, "seeds=[0,1]", "seed_stack=2"), torch.device("cpu")) == 2
+    assert runner.seed_stack(make_cfg(*CONV, "seeds=[0,1,2]"), torch.device("cuda")) == 3
+    assert runner.seed_stack(make_cfg(SMALL, "seeds=[0,1,2]"), torch.device("cpu")) == 3

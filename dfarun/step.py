@@ -1,0 +1,157 @@
+"""One training step for every stacked seed: forward, the rule's signals, eq. (10), RMSprop.
+
+`sgd_step` is the whole step as one function of tensors, so that torch.compile makes it one
+graph: the element-wise work between the matrix products (activations, f'(a), the rule's
+products, RMSprop, the error count) is fused instead of costing a pass over memory and a
+kernel launch per op; on CUDA the graph is also replayed as a CUDA graph, with no per-kernel
+launch cost. `Step` chooses compiled or eager for a job, and falls back to eager (once, with a
+warning) where compiling fails. Both run the same code: compiled equals eager up to float
+rounding (tests/test_compile.py).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .nets import Dropout, Network
+from .rules import RULES, Rule
+
+log = logging.getLogger("dfarun")
+
+RMSPROP_DECAY = 0.99   # running average of squared updates (author's value = torch default)
+RMSPROP_EPS = 1e-8     # added after the square root, as torch.optim.RMSprop does
+
+
+# --- the rule's updates -----------------------------------------------------------------
+
+def updates(net: Network, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor,
+            dropout: Dropout | None = None) -> tuple[list[Tensor], Tensor]:
+    """Gradients for every parameter (order of net.params) and the output pre-activation.
+
+    The error e = sigmoid(a_y) - target is summed over the batch, as in the author's code:
+    for BP this is exactly the gradient of the summed binary cross-entropy."""
+    p = net.forward(x, dropout)
+    e = torch.sigmoid(p.a_y) - target
+    return net.weight_updates(p, _deltas(net, p, rule.signals(e, net, p, feedback)) + [e]), p.a_y
+
+
+def _deltas(net, p, signals: list[Tensor]) -> list[Tensor]:
+    """δa_k of every hidden layer from its signal δh_k: the network's local backward step."""
+    return [net.local(p, k, dh) for k, dh in enumerate(signals)]
+
+
+def alignment(net: Network, feedback: list[Tensor], rule: Rule, x: Tensor, target: Tensor
+              ) -> tuple[Tensor, Tensor]:
+    """Angles in degrees, [L, S], between the rule and back-propagation at the same weights:
+    the signal δh_i the rule sends each hidden layer against BP's gradient c_i (Theorem 1:
+    below 90° means δh_i descends), and the weight updates δW_i the two give. Measured on
+    the clean forward pass (no dropout); NaN where either vector is zero (e.g. zero weights)."""
+    p = net.forward(x)
+    e = torch.sigmoid(p.a_y) - target
+    ours = rule.signals(e, net, p, feedback)
+    true = RULES["bp"].signals(e, net, p, [])
+    hidden = len(ours)  # the first `hidden` updates are the hidden layers' weights
+    dW_ours, dW_true = (net.weight_updates(p, _deltas(net, p, s) + [e])[:hidden] for s in (ours, true))
+    signal_angles = torch.stack([_angle(a, b) for a, b in zip(ours, true)])
+    update_angles = torch.stack([_angle(a, b) for a, b in zip(dW_ours, dW_true)])
+    return signal_angles, update_angles
+
+
+def _angle(a: Tensor, b: Tensor) -> Tensor:
+    """Per seed (leading dim), over everything else."""
+    a, b = a.flatten(1), b.flatten(1)
+    norms = a.norm(dim=1) * b.norm(dim=1)
+    cos = ((a * b).sum(1) / norms).clamp(-1, 1)
+    return torch.where(norms > 0, torch.rad2deg(torch.acos(cos)), torch.nan)
+
+
+def fgsm(net: Network, x: Tensor, target: Tensor, eps: float) -> Tensor:
+    """x + eps * sign(dJ/dx), the input gradient by true back-propagation whatever the rule."""
+    p = net.forward(x)
+    dh1 = RULES["bp"].signals(torch.sigmoid(p.a_y) - target, net, p, [])[0]
+    return x + eps * net.back(0, net.local(p, 0, dh1), net.weights[0]).sign()
+
+
+def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: Tensor) -> None:
+    """torch.optim.RMSprop(alpha=0.99, eps=1e-8), no momentum, element-wise so seeds never mix.
+    `lr` is [S], each seed's rate (they differ under schedule=auto). Bit for bit torch's
+    update: p + (-1 * (g * lr)) / d rounds as torch's p + (-lr * g) / d does."""
+    for p, g, v in zip(params, grads, sq_avg):
+        v.mul_(RMSPROP_DECAY).addcmul_(g, g, value=1 - RMSPROP_DECAY)
+        p.addcdiv_(g * lr.view(-1, *[1] * (g.dim() - 1)), v.sqrt().add_(RMSPROP_EPS), value=-1)
+
+
+def bce(a_y: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy of logistic outputs, summed over outputs and batch: [S]."""
+    return (F.softplus(a_y) - target * a_y).sum((1, 2))
+
+
+# --- the whole step ---------------------------------------------------------------------
+
+def sgd_step(net: Network, feedback: list[Tensor], sq_avg: list[Tensor], rule: Rule, x_all: Tensor,
+             y_all: Tensor, idx: Tensor, eye: Tensor, lr: Tensor, dropout: Dropout | None, eps: float,
+             frozen: tuple[int, ...], errors: Tensor, loss: Tensor) -> None:
+    """Train on the mini-batch x_all[idx] (idx [S, B]: each seed's own examples): updates the
+    network and `sq_avg` in place, except the parameters at positions `frozen`, and adds each
+    seed's misclassified examples and summed loss, as trained, to `errors` and `loss` [S] (in
+    the graph: no extra ops per step). `eye` is the one-hot targets, C x C."""
+    x, y = batch(x_all, y_all, idx)
+    target = eye[y]
+    if eps:
+        x = fgsm(net, x, target, eps)  # train on the perturbed batch only
+    grads, a_y = updates(net, feedback, rule, x, target, dropout)
+    keep = [k for k in range(len(grads)) if k not in frozen]
+    rmsprop_([net.params[k] for k in keep], [grads[k] for k in keep], [sq_avg[k] for k in keep], lr)
+    errors.add_((a_y.argmax(-1) != y).sum(-1))
+    loss.add_(bce(a_y, target))
+
+
+def batch(x_all: Tensor, y_all: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    return x_all[idx], y_all[idx]
+
+
+class Step:
+    """`sgd_step` for one job: compiled when `compile` is true, else eager.
+
+    The compiled function is made afresh per job (torch.compiler.reset): in a sweep, one
+    process trains many networks, and their graphs would otherwise pile up on one function
+    until dynamo's recompile limit silently sends the rest to eager. A batch of another size
+    (an epoch's short last one) runs eagerly rather than costing a second compile. On CUDA the
+    step runs as a CUDA graph (mode="reduce-overhead"); the tensors it keeps between steps
+    (weights, optimizer state, feedback, the data set, the epoch's tallies) are marked static so the graph updates
+    them in place instead of copying them in on every replay."""
+
+    def __init__(self, compile: bool, device: torch.device):
+        self.compiled: Callable | None = None
+        self.cuda = device.type == "cuda"
+        if compile and not Step.failed:
+            log.info("compiling the training step (torch.compile, once per job; ~30 s on 2 CPU cores)")
+            torch.compiler.reset()
+            self.compiled = torch.compile(sgd_step, mode="reduce-overhead" if self.cuda else None)
+        self.full_batch: int | None = None  # the batch size the compiled graph is for
+
+    failed = False  # compiling failed once in this process: every later job runs eagerly
+
+    def __call__(self, net: Network, feedback: list[Tensor], sq_avg: list[Tensor], rule: Rule,
+                 x_all: Tensor, y_all: Tensor, idx: Tensor, eye: Tensor, lr: Tensor,
+                 dropout: Dropout | None, eps: float, frozen: tuple[int, ...], errors: Tensor, loss: Tensor) -> None:
+        args = (net, feedback, sq_avg, rule, x_all, y_all, idx, eye, lr, dropout, eps, frozen, errors, loss)
+        self.full_batch = self.full_batch or idx.shape[1]
+        if self.compiled is None or Step.failed or idx.shape[1] != self.full_batch:
+            return sgd_step(*args)
+        if self.cuda:
+            for t in [*net.params, *sq_avg, *feedback, x_all, y_all, eye, errors, loss]:
+                torch._dynamo.mark_static_address(t)
+        try:
+            return self.compiled(*args)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # torch's compiler stack raises many kinds
+            Step.failed = True
+            log.warning(f"torch.compile unavailable ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                        "training eagerly")
+            return sgd_step(*args)
