@@ -23,7 +23,8 @@ from .data import Data
 from .nets import ACTIVATIONS, MLPArch
 from .rules import RULES
 from .state import DATA_ORDER_OFFSET, init_state
-from .train import RMSPROP_DECAY, RMSPROP_EPS, Protocol, fit
+from .step import RMSPROP_DECAY, RMSPROP_EPS
+from .train import Protocol, fit
 
 CPU = torch.device("cpu")
 
