@@ -234,7 +234,10 @@ def test_errors_cross_from_worker_processes():
 
 def test_a_real_sigint_to_the_console_script(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([*DFARUN, *FAST, "dataset.train_size=2000", "max_epochs=200", f"store={runs}"],
+    # noisy enough never to converge, and more epochs than the test waits for: the run is
+    # still training when the signal comes, however late a loaded machine delivers it
+    proc = subprocess.Popen([*DFARUN, *FAST, "dataset.train_size=2000", "dataset.noise=3", "max_epochs=100000",
+                             f"store={runs}"],
                             cwd=tmp_path, env=cli_env(DFARUN_THREADS="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
