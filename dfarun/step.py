@@ -129,7 +129,7 @@ class Step:
         self.compiled: Callable | None = None
         self.cuda = device.type == "cuda"
         if compile and not Step.failed:
-            log.info("compiling the training step (torch.compile, once per job; ~30 s on 2 CPU cores)")
+            log.info("compiling the training step (torch.compile, once per job: seconds to half a minute)")
             torch.compiler.reset()
             self.compiled = torch.compile(sgd_step, mode="reduce-overhead" if self.cuda else None)
         self.full_batch: int | None = None  # the batch size the compiled graph is for
