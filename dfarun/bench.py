@@ -95,13 +95,13 @@ def warm_up(step: Step, state, data: Data, rule, protocol: Protocol, calls: int 
     the allocator and kernel choice (CUDA graphs record on the second call) are not timed."""
     device, seeds = data.x_train.device, len(state.seeds)
     order = torch.arange(data.x_train.shape[0], device=device).repeat(seeds, 1)
-    eye = torch.eye(state.net.weights[-1].shape[1], device=device)
-    lr = torch.full((seeds,), protocol.lr, device=device)
+    eye = step.buffer("eye", torch.eye(state.net.weights[-1].shape[1], device=device))
+    lr = step.buffer("lr", torch.full((seeds,), protocol.lr, device=device))
     drop = None
     if protocol.p_input or protocol.p_hidden:
         drop = Dropout.draw(protocol.p_input, protocol.p_hidden, tuple(state.noise), protocol.batch_size,
                             [data.x_train.shape[1], *state.net.hidden], protocol.p_conv)
-    tally = torch.zeros(seeds, device=device), torch.zeros(seeds, device=device)
+    tally = [step.buffer(name, torch.zeros(seeds, device=device)) for name in ("errors", "loss")]
     for _ in range(calls):
         step(state.net, state.feedback, state.sq_avg, rule, data.x_train, data.y_train,
              order[:, :protocol.batch_size], eye, lr, drop, protocol.eps, (), *tally)

@@ -66,7 +66,7 @@ def autograd_bp(sizes: list[int], activation: str, seed: int, data: Data, lr: fl
 
 def dfarun_bp(sizes: list[int], activation: str, seed: int, data: Data, lr: float, batch_size: int,
               epochs: int) -> list[dict]:
-    """The same seed through dfarun's trainer (eager optimizer, no stopping before `epochs`)."""
+    """The same seed through dfarun's trainer (eager step, no stopping before `epochs`)."""
     state = init_state([seed], sizes, activation, RULES["bp"], CPU)
     [result] = fit(state, data, RULES["bp"], Protocol(lr, batch_size, epochs), on_rows=lambda *a: None)
     return [{k: row[k] for k in ("epoch", "train_error", "test_error")} for row in result.history]

@@ -19,6 +19,7 @@ from .nets import MLPArch, layer_sizes
 from .rules import RULES
 from .state import State, init_state
 from .progress import Reporter, job_tag
+from .step import Step
 from .train import Protocol, SeedResult, fit
 from .whiten import CACHE_DIR, whiten
 
@@ -56,9 +57,11 @@ def _run(cfg: DictConfig) -> list[dict]:
         if job is None:
             log.info(f"waiting: an identical job (same experiment and seeds) is running on {cfg.store}/")
             job = store.acquire(store.job_lock(cfg), wait=True)
+        # one per job: every seed_stack pass reuses its compiled graph
+        step = Step(cfg.compile, device) if len(done) < len(seeds) else None
         try:
             while todo := [s for s in seeds if s not in done]:
-                done.update(_round(cfg, todo, data, device, stale))
+                done.update(_round(cfg, todo, data, device, stale, step))
             store.drop_checkpoint(ckpt)  # left by a killed run of this job whose seeds others finished
         finally:
             job.release()
@@ -67,7 +70,8 @@ def _run(cfg: DictConfig) -> list[dict]:
     return [done[s] for s in seeds]
 
 
-def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, stale: dict) -> dict[int, dict]:
+def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, stale: dict, step: Step | None
+           ) -> dict[int, dict]:
     """Lock the seeds of `todo` no other job is training (when all are taken, wait for the first)
     and train them; return the records this round produced or found."""
     locks = _lock(cfg, todo, wait=False)
@@ -81,11 +85,11 @@ def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, s
             store.drop_temps(store.record_path(cfg, seed))
             store.drop_temps(store.record_path(cfg, seed).with_suffix(".pt"))
         resumable = [] if cfg.force else [s for s in train if s in store.checkpoint_seeds(store.checkpoint_path(cfg))]
-        if resumable:  # a killed run of this job trained these: resume them, the others next round
-            train = resumable
-        train = train[:seed_stack(cfg, device)]  # the rest next round, each seed's result unchanged
+        # a killed run of this job trained these: resume them together (its one checkpoint holds
+        # them all), the others next round; else at most seed_stack seeds, each result unchanged
+        train = resumable or train[:seed_stack(cfg, device)]
         if train:
-            done.update(_train(cfg, train, data, device))
+            done.update(_train(cfg, train, data, device, step))
         return done
     finally:
         for lock in locks.values():
@@ -131,7 +135,7 @@ def _data(cfg: DictConfig, device: torch.device) -> Data:
     return data
 
 
-def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device) -> dict[int, dict]:
+def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, step: Step) -> dict[int, dict]:
     rule = RULES[cfg.method.name]
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
                         schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
@@ -160,7 +164,7 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device) 
     try:
         reporter = Reporter(cfg, state.seeds, state.history, state.epoch, protocol.lr)
         fit(state, data, rule, protocol, on_final=finish, on_rows=reporter.rows, on_step=reporter.step,
-            on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict()) if s.seeds else None)
+            on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict()) if s.seeds else None, step=step)
     finally:
         if reporter is not None:  # closes whatever writers it opened
             reporter.close()

@@ -78,8 +78,9 @@ def fgsm(net: Network, x: Tensor, target: Tensor, eps: float) -> Tensor:
 
 def rmsprop_(params: list[Tensor], grads: list[Tensor], sq_avg: list[Tensor], lr: Tensor) -> None:
     """torch.optim.RMSprop(alpha=0.99, eps=1e-8), no momentum, element-wise so seeds never mix.
-    `lr` is [S], each seed's rate (they differ under schedule=auto). Bit for bit torch's
-    update: p + (-1 * (g * lr)) / d rounds as torch's p + (-lr * g) / d does."""
+    `lr` is [S], each seed's rate (they differ under schedule=auto). Eagerly on a CPU this is
+    bit for bit torch's update: p + (-1 * (g * lr)) / d rounds as torch's p + (-lr * g) / d
+    does (CUDA's addcdiv and the compiled step round differently, within float precision)."""
     for p, g, v in zip(params, grads, sq_avg):
         v.mul_(RMSPROP_DECAY).addcmul_(g, g, value=1 - RMSPROP_DECAY)
         p.addcdiv_(g * lr.view(-1, *[1] * (g.dim() - 1)), v.sqrt().add_(RMSPROP_EPS), value=-1)
@@ -119,22 +120,39 @@ class Step:
 
     The compiled function is made afresh per job (torch.compiler.reset): in a sweep, one
     process trains many networks, and their graphs would otherwise pile up on one function
-    until dynamo's recompile limit silently sends the rest to eager. A batch of another size
-    (an epoch's short last one) runs eagerly rather than costing a second compile. On CUDA the
-    step runs as a CUDA graph (mode="reduce-overhead"); the tensors it keeps between steps
-    (weights, optimizer state, feedback, the data set, the epoch's tallies) are marked static so the graph updates
-    them in place instead of copying them in on every replay."""
+    until dynamo's recompile limit silently sends the rest to eager. Within a job it compiles
+    at the first step, and again where the graph's inputs change kind: when seeds leave the
+    stack (the stack size becomes dynamic; a stack of one is specialised) and when Figure 2's
+    first layer is unfrozen. A batch of another size (an epoch's short last one) runs eagerly
+    rather than costing a compile. On CUDA the step runs as a CUDA graph
+    (mode="reduce-overhead"): the tensors it keeps between steps (weights, optimizer state,
+    feedback, the data set) and the per-epoch ones it reads or adds to (`buffer`: one-hot
+    targets, rates, tallies) are marked static and keep their addresses, so the graph updates
+    them in place instead of copying them in, or being recorded again, on every replay."""
+
+    failed = False  # compiling failed once in this process: every later job runs eagerly
 
     def __init__(self, compile: bool, device: torch.device):
         self.compiled: Callable | None = None
         self.cuda = device.type == "cuda"
         if compile and not Step.failed:
-            log.info("compiling the training step (torch.compile, once per job: seconds to half a minute)")
+            log.info("compiling the training step (torch.compile: seconds to half a minute, once per job "
+                     "and again when seeds leave the stack)")
             torch.compiler.reset()
             self.compiled = torch.compile(sgd_step, mode="reduce-overhead" if self.cuda else None)
         self.full_batch: int | None = None  # the batch size the compiled graph is for
+        self.ran = False                    # a compiled call has succeeded: later errors are real ones
+        self._buffers: dict[str, Tensor] = {}
 
-    failed = False  # compiling failed once in this process: every later job runs eagerly
+    def buffer(self, name: str, value: Tensor) -> Tensor:
+        """`value` in this Step's own tensor `name`, the same tensor epoch after epoch (a new one
+        only when the shape changes), so that a CUDA graph which captured it stays valid."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != value.shape or buf.device != value.device:
+            buf = self._buffers[name] = value.clone()
+        else:
+            buf.copy_(value)
+        return buf
 
     def __call__(self, net: Network, feedback: list[Tensor], sq_avg: list[Tensor], rule: Rule,
                  x_all: Tensor, y_all: Tensor, idx: Tensor, eye: Tensor, lr: Tensor,
@@ -144,14 +162,19 @@ class Step:
         if self.compiled is None or Step.failed or idx.shape[1] != self.full_batch:
             return sgd_step(*args)
         if self.cuda:
-            for t in [*net.params, *sq_avg, *feedback, x_all, y_all, eye, errors, loss]:
+            for t in [*net.params, *sq_avg, *feedback, x_all, y_all, eye, lr, errors, loss]:
                 torch._dynamo.mark_static_address(t)
         try:
-            return self.compiled(*args)
-        except torch.OutOfMemoryError:
+            self.compiled(*args)
+        except (torch.OutOfMemoryError, KeyboardInterrupt):
             raise
         except Exception as err:  # torch's compiler stack raises many kinds
+            # only before the first compiled step has run: once one has, an error may come
+            # after some in-place updates, and running the step again eagerly would repeat them
+            if self.ran and not isinstance(err, torch._dynamo.exc.BackendCompilerFailed):
+                raise
             Step.failed = True
             log.warning(f"torch.compile unavailable ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                         "training eagerly")
             return sgd_step(*args)
+        self.ran = True

@@ -55,20 +55,20 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol,
     """One reshuffled pass; returns per-seed (misclassified count, summed loss) as trained, and
     the epoch's mean alignment angles [L, S] (signals, updates) when they are tracked.
     `on_step(done, total)` sees each finished mini-batch (progress inside long epochs); `step`
-    runs each mini-batch (fit makes one per job; None: eager, or compiled afresh)."""
+    runs each mini-batch (fit makes one per job, compiled when protocol.compile; None: eager)."""
     device = data.x_train.device
-    step = step or Step(protocol.compile, device)
+    step = step or Step(False, device)
     n = data.x_train.shape[0]
     order = torch.stack([torch.randperm(n, generator=g) for g in state.data_order]).to(device)
-    eye = torch.eye(state.net.weights[-1].shape[1], device=device)  # one-hot targets, C x C
-    lr = protocol.lr * torch.tensor(state.lr_scale, device=device)  # [S]: auto schedules differ per seed
+    eye = step.buffer("eye", torch.eye(state.net.weights[-1].shape[1], device=device))  # one-hot targets
+    lr = step.buffer("lr", protocol.lr * torch.tensor(state.lr_scale, device=device))  # [S]: auto differs per seed
     steps = -(-n // protocol.batch_size)  # the last batch may be short
     drop = protocol.p_input or protocol.p_hidden
     sites = [data.x_train.shape[1], *state.net.hidden]  # units per example where dropout masks
     # Figure 2 (left): W_1 and b_1 stay as they are during the first `freeze_first` epochs
     frozen = (0, len(state.net.weights)) if 0 < state.epoch <= protocol.freeze_first else ()
-    errors = torch.zeros(len(state.seeds), device=device)
-    loss = torch.zeros(len(state.seeds), device=device)
+    errors = step.buffer("errors", torch.zeros(len(state.seeds), device=device))
+    loss = step.buffer("loss", torch.zeros(len(state.seeds), device=device))
     angles = []
     for i in range(steps):
         idx = order[:, i * protocol.batch_size:(i + 1) * protocol.batch_size]
@@ -84,6 +84,7 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol,
         step(state.net, state.feedback, state.sq_avg, rule, data.x_train, data.y_train, idx, eye, lr, dropout,
              protocol.eps, frozen, errors, loss)
         on_step(i + 1, steps)
+    errors, loss = errors.clone(), loss.clone()  # the buffers are the next epoch's
     if not angles:
         return errors, loss, None
     return errors, loss, tuple(torch.stack(a).nanmean(0) for a in zip(*angles))
@@ -116,13 +117,15 @@ def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
         on_final: Callable[[SeedResult], None] = lambda r: None,
         on_epoch: Callable[[State], None] = lambda s: None,
         on_rows: Callable[[int, dict[int, dict], int], None] = log_epoch,
-        on_step: Callable[[int, int], None] = lambda done, total: None) -> list[SeedResult]:
+        on_step: Callable[[int, int], None] = lambda done, total: None, step: Step | None = None
+        ) -> list[SeedResult]:
     """Train until every seed has stopped. After each epoch, `on_rows(epoch, {seed: row},
     max_epochs)` sees the history row of every seed that trained it (progress.Reporter: lines,
     live history, TensorBoard); then `on_final` sees each seed that became final, and
-    `on_epoch` the state that goes on (checkpoints). `on_step` is passed to train_epoch."""
+    `on_epoch` the state that goes on (checkpoints). `on_step` is passed to train_epoch; `step`
+    runs the mini-batches (None: a new one, compiled when protocol.compile)."""
     results = []
-    step = Step(protocol.compile, data.x_train.device)
+    step = step or Step(protocol.compile, data.x_train.device)
     while state.seeds:
         state.epoch += 1
         start = time.perf_counter()

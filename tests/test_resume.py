@@ -108,6 +108,28 @@ def test_crash_mid_epoch_then_resume_gives_the_uninterrupted_records(
     assert not list(ckpt.parent.iterdir())
 
 
+def test_a_checkpoint_resumes_whole_under_a_smaller_seed_stack(make_cfg, tmp_path, count_updates, caplog):
+    """A stacked job killed mid-run, rerun with seed_stack=1: its one checkpoint holds all three
+    seeds, so they resume together (a pass of one would overwrite the others' progress)."""
+    caplog.set_level(logging.INFO, logger="dfarun")
+    args = (SMALL, "method=dfa", "max_epochs=4", "seeds=[0,1,2]")
+    uninterrupted = run(make_cfg(*args, f"store={tmp_path / 'A'}"))
+    count_updates.update(calls=0, crash_at=2 * BATCHES + 1)   # die at the start of epoch 3
+    cfg = make_cfg(*args, f"store={tmp_path / 'B'}")
+    with pytest.raises(Crash):
+        run(cfg)
+    count_updates.update(calls=0, crash_at=None)
+    resumed = run(make_cfg(*args, f"store={tmp_path / 'B'}", "seed_stack=1"))
+    assert "resuming seeds [0, 1, 2] after epoch 2" in caplog.text
+    assert count_updates["calls"] == 2 * BATCHES                 # epochs 3-4, once
+    for got, want in zip(resumed, uninterrupted):
+        assert got["config"]["seed_stack"] == 1 and want["config"]["seed_stack"] is None
+        got, want = comparable(got), comparable(want)
+        for rec in (got, want):  # the one setting that differs, and changes no number
+            rec["config"] = {k: v for k, v in rec["config"].items() if k != "seed_stack"}
+        assert got == want
+
+
 def test_crash_while_writing_the_records_resumes_only_the_unwritten_seeds(
         make_cfg, tmp_path, count_updates, monkeypatch, caplog):
     """Seed 0's record is on disk, seed 1's write dies: the rerun skips 0 and resumes 1 and 2
