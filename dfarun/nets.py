@@ -49,7 +49,7 @@ class Dropout:
     draw from a torch.Generator) only thresholds them."""
     p_input: float
     p_hidden: float
-    u: tuple[Tensor, ...]            # uniform [0, 1) draws, [S, B, n] per site: the input, then each hidden layer
+    u: tuple[Tensor, ...]            # uniform [0, 1) draws, [S, B, n] per site: input, hidden layers
     p_conv: tuple[float, ...] = ()   # per conv block (conv nets); empty: p_hidden
 
     @classmethod
