@@ -100,10 +100,7 @@ def sgd_step(net: Network, feedback: list[Tensor], sq_avg: list[Tensor], rule: R
     network and `sq_avg` in place, except the parameters at positions `frozen`, and adds each
     seed's misclassified examples and summed loss, as trained, to `errors` and `loss` [S] (in
     the graph: no extra ops per step). `eye` is the one-hot targets, C x C."""
-    x, y = batch(x_all, y_all, idx)
-    target = eye[y]
-    if eps:
-        x = fgsm(net, x, target, eps)  # train on the perturbed batch only
+    x, y, target = batch(net, x_all, y_all, idx, eye, eps)
     grads, a_y = updates(net, feedback, rule, x, target, dropout)
     keep = [k for k in range(len(grads)) if k not in frozen]
     rmsprop_([net.params[k] for k in keep], [grads[k] for k in keep], [sq_avg[k] for k in keep], lr)
@@ -111,8 +108,13 @@ def sgd_step(net: Network, feedback: list[Tensor], sq_avg: list[Tensor], rule: R
     loss.add_(bce(a_y, target))
 
 
-def batch(x_all: Tensor, y_all: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-    return x_all[idx], y_all[idx]
+def batch(net: Network, x_all: Tensor, y_all: Tensor, idx: Tensor, eye: Tensor, eps: float
+          ) -> tuple[Tensor, Tensor, Tensor]:
+    """The mini-batch as trained: inputs (perturbed by FGSM when eps > 0: the batch is trained
+    on the perturbed inputs only), labels and one-hot targets."""
+    x, y = x_all[idx], y_all[idx]
+    target = eye[y]
+    return (fgsm(net, x, target, eps) if eps else x), y, target
 
 
 class Step:

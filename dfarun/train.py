@@ -21,7 +21,7 @@ from .data import Data
 from .nets import Dropout, Network
 from .rules import Rule
 from .state import State
-from .step import Step, alignment, batch, fgsm
+from .step import Step, alignment, batch
 
 log = logging.getLogger("dfarun")
 
@@ -73,9 +73,7 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol,
     for i in range(steps):
         idx = order[:, i * protocol.batch_size:(i + 1) * protocol.batch_size]
         if protocol.align_every and i % protocol.align_every == 0:  # eager, before the step
-            x, y = batch(data.x_train, data.y_train, idx)
-            target = eye[y]
-            x = fgsm(state.net, x, target, protocol.eps) if protocol.eps else x
+            x, _, target = batch(state.net, data.x_train, data.y_train, idx, eye, protocol.eps)
             angles.append(alignment(state.net, state.feedback, rule, x, target))
         dropout = None
         if drop:  # drawn here, eagerly, from each seed's generator: the step only thresholds them
