@@ -12,7 +12,7 @@ DATA := $(if $(strip $(DATA_DIR)),data_dir=$(strip $(DATA_DIR)))
 
 STORE ?= runs
 EXPERIMENTS := fig2-right fig2-frozen fig3 ifa-4x100 deep
-.PHONY: help install test test-slurm run bench tables figures clean table1 table2 table3 quick-table1 quick-table2 \
+.PHONY: help install test test-slurm run bench accelerator-prepare tables figures clean table1 table2 table3 quick-table1 quick-table2 \
         quick-table3 $(EXPERIMENTS)
 
 help:  ## list the targets
