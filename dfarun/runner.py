@@ -73,7 +73,8 @@ def _run(cfg: DictConfig) -> list[dict]:
 def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, stale: dict, step: Step | None
            ) -> dict[int, dict]:
     """Lock the seeds of `todo` no other job is training (when all are taken, wait for the first)
-    and train them; return the records this round produced or found."""
+    and train at most seed_stack of them, releasing the rest at once; return the records this
+    round produced or found."""
     locks = _lock(cfg, todo, wait=False)
     if not locks:
         log.info(f"waiting for seeds {todo}: another job is training them; their records are read when it ends")
@@ -88,6 +89,8 @@ def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, s
         # a killed run of this job trained these: resume them together (its one checkpoint holds
         # them all), the others next round; else at most seed_stack seeds, each result unchanged
         train = resumable or train[:seed_stack(cfg, device)]
+        for seed in [s for s in locks if s not in train]:  # free the rest for another job now
+            locks.pop(seed).release()
         if train:
             done.update(_train(cfg, train, data, device, step))
         return done

@@ -344,6 +344,22 @@ def test_seed_stack_splits_a_job_into_passes_with_unchanged_records(make_cfg, tr
         assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]], rel=1e-4)
 
 
+def test_a_pass_holds_only_the_locks_of_the_seeds_it_trains(make_cfg, monkeypatch):
+    """seed_stack=1 over seeds [0,1]: while seed 0 trains, seed 1 is free for another job."""
+    real, free = runner._train, []
+
+    def spy(cfg, seeds, *rest):
+        for seed in (0, 1):
+            if (lock := store.acquire(store.seed_lock(cfg, seed), wait=False)) is not None:
+                free.append(seed)
+                lock.release()
+        return real(cfg, seeds, *rest)
+
+    monkeypatch.setattr(runner, "_train", spy)
+    run(make_cfg(SMALL, "seeds=[0,1]", "seed_stack=1"))
+    assert free == [1, 0]  # pass [0]: 1 is free; pass [1]: 0 is (finished)
+
+
 def test_conv_seeds_train_one_at_a_time_on_a_cpu_by_default(make_cfg, train_calls, caplog):
     with caplog.at_level(logging.INFO, logger="dfarun"):
         run(make_cfg(*CONV, "method=dfa", "seeds=[0,1]"))
