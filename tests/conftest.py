@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import dfarun.runner as runner
 from dfarun.config import CONF_DIR
 from dfarun.data import Data
 
@@ -47,6 +48,21 @@ def make_cfg(tmp_path):
             base = TINY if tiny else []
             return compose("config", overrides=[*base, f"store={tmp_path / 'runs'}", *overrides])
     return make
+
+
+@pytest.fixture
+def train_calls(monkeypatch):
+    """Spy on runner._train: the list of seed lists it was asked to train (it still trains)."""
+    calls: list[list[int]] = []
+    real = runner._train
+
+    def spy(cfg, seeds, *rest):
+        calls.append(list(seeds))
+        return real(cfg, seeds, *rest)
+
+    monkeypatch.setattr(runner, "_train", spy)
+    return calls
+
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""runner.run on composed configs: records, skip-if-done, validation, stacked seeds.
+"""runner.run on composed configs: records, skip-if-done, validation, every model x method,
+alignment tracking and the experiment key (stacked seeds: test_stacking.py).
 
 Configs come from `make_cfg` (conftest.py): composed exactly as the CLI composes them and
 shrunk to a tiny synthetic set with the store under tmp_path. Training tests use the small
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import dfarun.runner as runner
 from dfarun import store
 from dfarun.config import CONF_DIR, ConfigError, DfarunError, validate
 from dfarun.runner import run
@@ -27,19 +27,6 @@ SMALL = "model=3x50_tanh"
 HISTORY_KEYS = {"epoch", "train_error", "train_loss", "test_error", "seconds"}
 STOPS = {"converged", "max_epochs", "diverged"}
 
-
-@pytest.fixture
-def train_calls(monkeypatch):
-    """Spy on runner._train: the list of seed lists it was asked to train (it still trains)."""
-    calls: list[list[int]] = []
-    real = runner._train
-
-    def spy(cfg, seeds, *rest):
-        calls.append(list(seeds))
-        return real(cfg, seeds, *rest)
-
-    monkeypatch.setattr(runner, "_train", spy)
-    return calls
 
 
 def store_dir(tmp_path: Path) -> Path:
@@ -279,26 +266,7 @@ def test_every_model_and_method_composes_and_validates(make_cfg, model, method):
     assert store.record_path(cfg, 0).name.startswith(f"mnist_{model}_{method}_")
 
 
-# --- stacked seeds = seeds alone -------------------------------------------------------------
-
-@pytest.mark.parametrize("method", ["bp", "dfa"])
-def test_stacked_seed_record_matches_the_seed_trained_alone(make_cfg, method):
-    stacked = run(make_cfg(SMALL, f"method={method}", "max_epochs=3", "seeds=[0,1,2]"))
-    alone = run(make_cfg(SMALL, f"method={method}", "max_epochs=3", "seeds=[1]", "force=true"))[0]
-    together = stacked[1]
-    assert together["stacked_seeds"] == 3 and alone["stacked_seeds"] == 1
-    assert alone["key"] == together["key"]
-    assert (alone["seed"], alone["stop"], alone["epochs"]) == (together["seed"], together["stop"], together["epochs"])
-    assert [h["train_loss"] for h in alone["history"]] == pytest.approx(
-        [h["train_loss"] for h in together["history"]], rel=1e-3)
-    # error counts may differ by at most one example on a float tie: 1/256 train, 1/128 test
-    for a, t in zip(alone["history"], together["history"]):
-        assert a["train_error"] == pytest.approx(t["train_error"], abs=100 / 256 + 1e-9)
-        assert a["test_error"] == pytest.approx(t["test_error"], abs=100 / 128 + 1e-9)
-    # ... while another seed of the stack is a different run
-    assert [h["train_loss"] for h in stacked[0]["history"]] != pytest.approx(
-        [h["train_loss"] for h in together["history"]], rel=1e-3)
-
+# --- alignment tracking and the experiment key --------------------------------------------
 
 def test_alignment_tracking_lands_in_the_history(make_cfg):
     [rec] = run(make_cfg("model=3x50_tanh", "method=dfa", "track_alignment=true", "align_every=2"))
@@ -322,49 +290,3 @@ def test_the_key_ignores_settings_at_their_default(make_cfg):
     assert store.experiment_key(older) == store.experiment_key(base)
     assert store.experiment_key(make_cfg("model=3x50_tanh", "val=true")) != store.experiment_key(base)
     assert store.experiment_key(make_cfg("model=3x50_tanh", "reg=dropout")) != store.experiment_key(base)
-
-
-# --- seed_stack: how many seeds one pass trains ---------------------------------------------
-
-CONV = ["dataset=synthetic_cifar", "dataset.features=3072", "dataset.train_size=64", "dataset.test_size=32", "model=conv_tanh",
-        "model.channels=[3,4]", "model.width=8", "model.depth=1", "max_epochs=1", "batch_size=32"]
-
-
-def test_seed_stack_splits_a_job_into_passes_with_unchanged_records(make_cfg, train_calls, caplog):
-    """seed_stack=2 over seeds [0,1,2]: passes of [0,1] then [2], each seed's record as if stacked."""
-    with caplog.at_level(logging.INFO, logger="dfarun"):
-        split = run(make_cfg(SMALL, "method=dfa", "seeds=[0,1,2]", "seed_stack=2"))
-    assert train_calls == [[0, 1], [2]]
-    assert "training at most 2 seeds at a time" in caplog.text
-    whole = run(make_cfg(SMALL, "method=dfa", "seeds=[0,1,2]", "force=true"))
-    assert train_calls[-1] == [0, 1, 2]
-    assert [r["stacked_seeds"] for r in split] == [2, 2, 1] and [r["stacked_seeds"] for r in whole] == [3, 3, 3]
-    for a, b in zip(split, whole):
-        assert (a["seed"], a["stop"], a["epochs"]) == (b["seed"], b["stop"], b["epochs"])
-        assert [h["train_loss"] for h in a["history"]] == pytest.approx([h["train_loss"] for h in b["history"]], rel=1e-4)
-
-
-def test_a_pass_holds_only_the_locks_of_the_seeds_it_trains(make_cfg, monkeypatch):
-    """seed_stack=1 over seeds [0,1]: while seed 0 trains, seed 1 is free for another job."""
-    real, free = runner._train, []
-
-    def spy(cfg, seeds, *rest):
-        for seed in (0, 1):
-            if (lock := store.acquire(store.seed_lock(cfg, seed), wait=False)) is not None:
-                free.append(seed)
-                lock.release()
-        return real(cfg, seeds, *rest)
-
-    monkeypatch.setattr(runner, "_train", spy)
-    run(make_cfg(SMALL, "seeds=[0,1]", "seed_stack=1"))
-    assert free == [1, 0]  # pass [0]: 1 is free; pass [1]: 0 is (finished)
-
-
-def test_conv_seeds_train_one_at_a_time_on_a_cpu_by_default(make_cfg, train_calls, caplog):
-    with caplog.at_level(logging.INFO, logger="dfarun"):
-        run(make_cfg(*CONV, "method=dfa", "seeds=[0,1]"))
-    assert train_calls == [[0], [1]]
-    assert "training at most 1 seed at a time (seed_stack=null: conv seeds do not gain from stacking on a CPU)" in caplog.text
-    assert runner.seed_stack(make_cfg(*CONV, "seeds=[0,1]", "seed_stack=2"), torch.device("cpu")) == 2
-    assert runner.seed_stack(make_cfg(*CONV, "seeds=[0,1,2]"), torch.device("cuda")) == 3
-    assert runner.seed_stack(make_cfg(SMALL, "seeds=[0,1,2]"), torch.device("cpu")) == 3
