@@ -21,7 +21,7 @@ from dfarun import cli, runner
 from dfarun.config import ConfigError, DfarunError, validate
 
 from test_cli import TINY, dfarun, dfarun_script
-from test_data import mnist_arrays, no_md5, write_mnist  # noqa: F401 (no_md5: a fixture)
+from test_data import mnist_arrays, write_mnist
 
 ONE_LINE = "dfarun: error: "
 
