@@ -13,6 +13,8 @@ from dfarun.state import State, init_state
 from dfarun.step import updates
 from dfarun.train import Protocol, errors_on, train_epoch
 
+from test_train import assert_stack_trains_as_alone
+
 CPU = torch.device("cpu")
 ARCH = ConvArch(in_shape=(2, 12, 12), channels=(3, 4), fc=(6,), classes=3)  # pools 12 -> 5 -> 2
 S, B = 2, 5
@@ -144,17 +146,9 @@ def image_data(n: int = 96, seed: int = 0) -> Data:
 def test_conv_stacked_seeds_equal_single_seed(method, dropout):
     """Dropout too: each seed's masks come from its own generator, whatever channel group it is."""
     data = image_data()
-    stacked = init_state([3, 5, 7], ARCH, "tanh", RULES[method], CPU)
-    alone = init_state([5], ARCH, "tanh", RULES[method], CPU)
     protocol = Protocol(1e-3, 16, 1, p_input=0.1 * dropout, p_hidden=0.5 * dropout,
                         p_conv=(0.25, 0.5) if dropout else ())
-    for _ in range(2):
-        e_stack, l_stack, _ = train_epoch(stacked, data, RULES[method], protocol)
-        e_alone, l_alone, _ = train_epoch(alone, data, RULES[method], protocol)
-        assert e_stack[1] == e_alone[0]
-        torch.testing.assert_close(l_stack[1], l_alone[0], rtol=1e-4, atol=1e-4)
-    for p_stack, p_alone in zip(stacked.net.params, alone.net.params):
-        torch.testing.assert_close(p_stack[1], p_alone[0], rtol=1e-4, atol=1e-5)
+    stacked, alone = assert_stack_trains_as_alone(ARCH, method, data, protocol, epochs=2)
     torch.testing.assert_close(errors_on(stacked.net, data.x_test, data.y_test)[1:2],
                                errors_on(alone.net, data.x_test, data.y_test))
 
