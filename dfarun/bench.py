@@ -61,8 +61,8 @@ def random_data(examples: int, features: int, classes: int, device: torch.device
 
 
 def time_epoch(arch, method: str, seeds: int, data: Data, protocol: Protocol, repeats: int = 1
-               ) -> tuple[float, float]:
-    """(seconds for one epoch over data, the fastest of `repeats`; its matmul/conv FLOPs), all
+               ) -> tuple[list[float], float]:
+    """(seconds for each of `repeats` epochs over data; one epoch's matmul/conv FLOPs), all
     seeds stacked."""
     device, rule = data.x_train.device, RULES[method]
     # BP's uniform init for every method: zero weights would make some products trivially cheap
@@ -80,14 +80,14 @@ def time_epoch(arch, method: str, seeds: int, data: Data, protocol: Protocol, re
     step = Step(protocol.compile, device)
     with torch.no_grad():
         warm_up(step, state, data, rule, protocol)
-        best = float("inf")
-        for _ in range(repeats):  # the fastest: what the machine can do, not what a neighbour took
+        times = []
+        for _ in range(repeats):
             _sync(device)
             t = time.perf_counter()
             train_epoch(state, data, rule, protocol, step=step)
             _sync(device)
-            best = min(best, time.perf_counter() - t)
-    return best, flops
+            times.append(time.perf_counter() - t)
+    return times, flops
 
 
 def warm_up(step: Step, state, data: Data, rule, protocol: Protocol, calls: int = 3) -> None:
@@ -112,7 +112,8 @@ def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol
     rows = []
     for method in methods:
         for seeds in stacks:
-            seconds, flops = time_epoch(arch, method, seeds, data, protocol, repeats)
+            times, flops = time_epoch(arch, method, seeds, data, protocol, repeats)
+            seconds = min(times)  # the fastest: what the machine can do, not what a neighbour took
             peak, small = (flops / (g * 1e9) for g in gflops.values())
             n = data.x_train.shape[0]
             row = {"method": method, "seeds": seeds}
@@ -121,6 +122,8 @@ def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol
                         "CIFAR epoch s (est.)": seconds * TRAIN_SIZE["cifar10"] / n}
             else:
                 row |= {"epoch s": seconds, "s / seed": seconds / seeds}
+            if repeats > 1:  # how much the machine itself varied within this row
+                row["slowest / fastest"] = max(times) / seconds
             row |= {"GFLOP": flops / 1e9, "bound s (peak)": peak, "ratio (peak)": seconds / peak,
                     "bound s (64-row GEMM)": small, "ratio (64-row)": seconds / small}
             one = next((r for r in rows if r["method"] == method and r["seeds"] == 1), None)
@@ -159,7 +162,7 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
                         p_conv=tuple(cfg.reg.p_conv), eps=cfg.reg.eps)
             full = TRAIN_SIZE[cfg.dataset.name] - (10_000 if cfg.val else 0)
             for method in methods:
-                epoch, _ = time_epoch(arch, method, len(cfg.seeds), data, p)
+                (epoch,), _ = time_epoch(arch, method, len(cfg.seeds), data, p)
                 seconds += epoch * full / examples * cfg.max_epochs
         out.append({"table": table, "cells": len(rows) * len(methods),
                     "hours (10 seeds x 300 epochs, upper bound)": seconds / 3600})
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     protocol = replace(PROTOCOL, compile=not args.eager)
     methods, skip = args.methods.split(","), args.skip.split(",")
     print(f"{name}, torch {torch.__version__}, {'eager' if args.eager else 'compiled'} step, batch 64, "
-          f"fastest of {args.repeats} epochs per row")
+          f"fastest of {args.repeats} epochs per row ('slowest / fastest': how much they varied)")
     print(f"float32 GEMM throughput measured in this run: {gflops['peak']:.1f} GFLOP/s at 2048^3 (peak), "
           f"{gflops['64-row']:.1f} GFLOP/s at 64x800x800 (the MLP step's own shape)\n")
     if "mlp" not in skip:

@@ -132,6 +132,7 @@ def test_bench_runs_and_prints_its_table(capsys):
     rows = [line for line in out.splitlines() if line.startswith("| bp") or line.startswith("| dfa")]
     assert len(rows) == 8  # 2 methods x 2 stack sizes, for 2x800 and conv_tanh
     assert "conv_tanh on 3x32x32 images" in out and "images/s" in out
+    assert "slowest / fastest" in out  # three epochs per row by default: their spread is shown
 
 
 def test_table_estimate_scales_one_timed_epoch_to_the_paper_profile(monkeypatch):
@@ -139,7 +140,7 @@ def test_table_estimate_scales_one_timed_epoch_to_the_paper_profile(monkeypatch)
     from dfarun import bench
     timed = []
     monkeypatch.setattr(bench, "time_epoch", lambda arch, method, seeds, data, p: (
-        timed.append((type(arch).__name__, method, seeds, data.x_train.shape[0], p.p_hidden)), (2.0, 0.0))[1])
+        timed.append((type(arch).__name__, method, seeds, data.x_train.shape[0], p.p_hidden)), ([2.0], 0.0))[1])
     (row,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2])
     assert {t[0] for t in timed} == {"MLPArch", "ConvArch"} and {t[2] for t in timed} == {10}
     assert len(timed) == row["cells"] == 4 * 3  # rows x BP/FA/DFA, the conv row included
