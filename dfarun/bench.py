@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="epochs timed per row; the fastest is shown (this machine's own speed, not a neighbour's)")
     p.add_argument("--gemm-seconds", type=float, default=2.0, help="time spent measuring GEMM throughput")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats={args.repeats}: expected an int >= 1")
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -198,8 +200,9 @@ def main(argv: list[str] | None = None) -> None:
               "64-row": matmul_gflops(64, 800, 800, device, args.gemm_seconds)}
     protocol = replace(PROTOCOL, compile=not args.eager)
     methods, skip = args.methods.split(","), args.skip.split(",")
+    spread = " ('slowest / fastest': how much they varied)" if args.repeats > 1 else ""
     print(f"{name}, torch {torch.__version__}, {'eager' if args.eager else 'compiled'} step, batch 64, "
-          f"fastest of {args.repeats} epochs per row ('slowest / fastest': how much they varied)")
+          f"fastest of {args.repeats} epoch(s) per row{spread}")
     print(f"float32 GEMM throughput measured in this run: {gflops['peak']:.1f} GFLOP/s at 2048^3 (peak), "
           f"{gflops['64-row']:.1f} GFLOP/s at 64x800x800 (the MLP step's own shape)\n")
     if "mlp" not in skip:

@@ -73,8 +73,8 @@ def _run(cfg: DictConfig) -> list[dict]:
 def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, stale: dict, step: Step | None
            ) -> dict[int, dict]:
     """Lock the seeds of `todo` no other job is training (when all are taken, wait for the first)
-    and train at most seed_stack of them, releasing the rest at once; return the records this
-    round produced or found."""
+    and train at most seed_stack of them (or all that a checkpoint resumes), releasing the rest
+    at once; return the records this round produced or found."""
     locks = _lock(cfg, todo, wait=False)
     if not locks:
         log.info(f"waiting for seeds {todo}: another job is training them; their records are read when it ends")

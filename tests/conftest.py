@@ -65,7 +65,6 @@ def train_calls(monkeypatch):
     return calls
 
 
-
 @pytest.fixture
 def no_md5(monkeypatch):
     """torchvision checks every CIFAR file against the real files' md5 sums, which files

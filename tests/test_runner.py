@@ -28,7 +28,6 @@ HISTORY_KEYS = {"epoch", "train_error", "train_loss", "test_error", "seconds"}
 STOPS = {"converged", "max_epochs", "diverged"}
 
 
-
 def store_dir(tmp_path: Path) -> Path:
     return tmp_path / "runs"  # where make_cfg points `store`
 

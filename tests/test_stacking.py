@@ -1,6 +1,6 @@
 """Seeds as a tensor dimension: a seed trained in a stack gives the record it gives alone, and
 `seed_stack` splits a job's seeds into passes (one at a time for conv nets on a CPU) without
-changing any record.
+changing any record, each pass holding only the locks of the seeds it trains.
 
 Configs come from `make_cfg` (conftest.py), shrunk to the tiny synthetic set; the small
 3x50_tanh model keeps each test around a second on two CPU cores.
