@@ -138,7 +138,8 @@ def _data(cfg: DictConfig, device: torch.device) -> Data:
     return data
 
 
-def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, step: Step) -> dict[int, dict]:
+def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, step: Step | None
+           ) -> dict[int, dict]:
     rule = RULES[cfg.method.name]
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
                         schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
