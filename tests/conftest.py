@@ -1,12 +1,11 @@
-"""Shared fixtures: configs composed exactly as the CLI composes them, shrunk to tiny sizes."""
+"""Shared fixtures: configs composed exactly as the CLI composes them, shrunk to tiny sizes.
+(Plain helper functions and constants the test modules share are in helpers.py.)"""
 from __future__ import annotations
 
 import os
 import shutil
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,20 +17,7 @@ import dfarun.runner as runner
 from dfarun.config import CONF_DIR
 from dfarun.data import Data
 
-ROOT = Path(__file__).resolve().parent.parent
-# the dfarun CLI of this checkout, whichever dfarun the venv has installed
-DFARUN = [sys.executable, "-c", "from dfarun.cli import main; import sys; sys.argv[0] = 'dfarun'; main()"]
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """The environment a user's shell gives `dfarun`, with this checkout first on the path."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DFARUN_THREADS")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
-
-
-TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128",
-        "dataset.features=16", "compile=false", "max_epochs=2", "device=cpu"]
+from helpers import TINY
 
 
 @pytest.fixture(autouse=True)

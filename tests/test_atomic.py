@@ -12,7 +12,7 @@ from dfarun import store
 from dfarun.rules import RULES
 from dfarun.state import init_state
 
-CPU = torch.device("cpu")
+from helpers import CPU
 
 
 @pytest.mark.parametrize("error", [OSError("No space left on device"), KeyboardInterrupt()],

@@ -12,7 +12,8 @@ import torch
 
 from dfarun import data as dfdata
 
-from test_data import CPU, assert_close
+from helpers import CPU, assert_close
+
 
 # --- CIFAR: pickled batches -----------------------------------------------------------------
 

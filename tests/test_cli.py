@@ -8,28 +8,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "dataset.features=16", "compile=false"]
-
-
-def dfarun_script() -> str:
-    here = Path(sys.executable).parent / "dfarun"  # the venv running pytest
-    found = str(here) if here.exists() else shutil.which("dfarun")
-    assert found, "the dfarun console script is not installed (pip install -e .)"
-    return found
-
-
-def dfarun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # as a user sees it
-    return subprocess.run([dfarun_script(), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+from helpers import SCRIPT_TINY, dfarun
 
 
 def records(runs: Path) -> list[Path]:
@@ -48,7 +32,7 @@ def assert_only_records(runs: Path, also: set[str] = frozenset()) -> None:
 
 def test_single_run_prints_each_epoch_and_writes_only_its_records(tmp_path):
     runs = tmp_path / "runs"
-    out = dfarun(tmp_path, *TINY, "max_epochs=2", "seeds=[0,1]", f"store={runs}",
+    out = dfarun(tmp_path, *SCRIPT_TINY, "max_epochs=2", "seeds=[0,1]", f"store={runs}",
                  "model=2x800_tanh", "method=dfa")
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
@@ -68,7 +52,7 @@ def test_single_run_prints_each_epoch_and_writes_only_its_records(tmp_path):
 
 def test_multirun_writes_one_record_per_job(tmp_path):
     runs = tmp_path / "runs"
-    out = dfarun(tmp_path, "-m", "method=bp,fa,dfa", "model=1x800_tanh,3x50_tanh", *TINY,
+    out = dfarun(tmp_path, "-m", "method=bp,fa,dfa", "model=1x800_tanh,3x50_tanh", *SCRIPT_TINY,
                  "max_epochs=1", "device=cpu", f"store={runs}")
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
@@ -92,7 +76,7 @@ def _no_such_cuda() -> str:
 ], ids=["max_epochs=0", "device=cuda"])
 def test_bad_value_exits_2_with_one_line_and_writes_nothing(tmp_path, override, key):
     runs = tmp_path / "runs"
-    out = dfarun(tmp_path, *TINY, "max_epochs=1", f"store={runs}", override)
+    out = dfarun(tmp_path, *SCRIPT_TINY, "max_epochs=1", f"store={runs}", override)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr

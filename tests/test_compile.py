@@ -22,7 +22,8 @@ from dfarun.state import init_state
 from dfarun.step import Step
 from dfarun.train import Protocol, errors_on, fit, train_epoch
 
-CPU = torch.device("cpu")
+from helpers import CPU
+
 CONV = ConvArch(in_shape=(2, 8, 8), channels=(3, 4), fc=(6,), classes=3)  # pools 8 -> 3 -> 1
 MLP = [12, 10, 10, 3]
 # dropout on every site and FGSM: the longest graph each rule makes

@@ -13,9 +13,9 @@ from dfarun.state import State, init_state
 from dfarun.step import updates
 from dfarun.train import Protocol, errors_on, train_epoch
 
-from test_train import assert_stack_trains_as_alone
+from helpers import CPU, assert_stack_trains_as_alone
 
-CPU = torch.device("cpu")
+
 ARCH = ConvArch(in_shape=(2, 12, 12), channels=(3, 4), fc=(6,), classes=3)  # pools 12 -> 5 -> 2
 S, B = 2, 5
 

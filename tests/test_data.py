@@ -14,42 +14,10 @@ from torchvision import datasets
 from dfarun import data as dfdata
 from dfarun.config import ConfigError, DfarunError, validate
 
-CPU = torch.device("cpu")
-
-
-def assert_close(actual, expected):
-    # float32 min-max scaling multiplies by 1/(hi-lo): allow an ulp or two of difference
-    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=1e-6, atol=1e-6)
+from helpers import CPU, assert_close, write_mnist, mnist_arrays
 
 
 # --- MNIST: IDX files in <root>/MNIST/raw ---------------------------------------------------
-
-def write_idx_images(path: Path, pixels: np.ndarray) -> None:
-    assert pixels.dtype == np.uint8 and pixels.shape[1:] == (28, 28)
-    path.write_bytes(struct.pack(">IIII", 2051, len(pixels), 28, 28) + pixels.tobytes())
-
-
-def write_idx_labels(path: Path, labels: np.ndarray) -> None:
-    path.write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
-
-
-def write_mnist(root: Path, x_train, y_train, x_test, y_test) -> None:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    write_idx_images(raw / "train-images-idx3-ubyte", x_train)
-    write_idx_labels(raw / "train-labels-idx1-ubyte", y_train)
-    write_idx_images(raw / "t10k-images-idx3-ubyte", x_test)
-    write_idx_labels(raw / "t10k-labels-idx1-ubyte", y_test)
-
-
-def mnist_arrays(rng, n_train=50, n_test=20, lo=0, hi=255, test_lo=0, test_hi=255):
-    x_train = rng.integers(lo, hi + 1, size=(n_train, 28, 28), dtype=np.uint8)
-    x_train[0, 0, 0], x_train[1, 5, 7] = lo, hi  # the training range is exactly [lo, hi]
-    x_test = rng.integers(test_lo, test_hi + 1, size=(n_test, 28, 28), dtype=np.uint8)
-    y_train = rng.integers(0, 10, size=n_train).astype(np.uint8)
-    y_test = rng.integers(0, 10, size=n_test).astype(np.uint8)
-    return x_train, y_train, x_test, y_test
-
 
 def load(make_cfg, name, data_dir, *overrides):
     cfg = make_cfg(f"dataset={name}", f"data_dir={data_dir}", *overrides, tiny=False)

@@ -14,6 +14,8 @@ from dfarun.runner import run
 from dfarun.state import init_state
 from dfarun.train import Protocol, fit
 
+from helpers import write_mnist
+
 
 def record(model, method, seed, epochs=4, freeze=0, key=None, stop="max_epochs"):
     history = [{"epoch": k, "train_error": 50.0 / k + seed, "test_error": 40.0 / k + seed,
@@ -93,7 +95,6 @@ def test_save_weights_writes_each_seeds_final_network(make_cfg):
 
 def test_fig3_embeds_each_layer_of_saved_networks(tmp_path, capsys):
     import numpy as np
-    from test_data import write_mnist  # IDX writers shared with the data tests
 
     from dfarun.nets import MLP, layer_sizes, sample_layers
 

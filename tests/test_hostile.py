@@ -1,22 +1,18 @@
 """Hostile input, handled (issue 13): each example a tester found ends in one line and the right
 exit code, writes nothing when refused, and loses nothing already trained.
 
-The console script runs in-process (`cli.main` with sys.argv set, `run_dfarun` below): the
+The console script runs in-process (`cli.main` with sys.argv set, `helpers.run_dfarun`): the
 same code path as the installed script, at a fraction of a subprocess's start-up; one test
 sends a real SIGINT to a real process.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,47 +21,7 @@ import torch
 from dfarun import cli, guard, runner, store
 from dfarun.config import ConfigError, DfarunError
 
-from conftest import DFARUN, cli_env
-
-ONE_LINE = "dfarun: "
-# small and fast: 128 examples of 8 features, one epoch of a 3x50 net
-FAST = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "dataset.features=8",
-        "model=3x50_tanh", "max_epochs=1", "compile=false", "device=cpu"]
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def line(self) -> str:
-        """The one line on stderr (asserting that there is exactly one, and no traceback)."""
-        lines = self.err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith(ONE_LINE), self.err
-        assert "Traceback" not in self.out + self.err
-        return lines[0]
-
-
-def run_dfarun(cwd: Path, *argv: str, env: dict | None = None) -> Result:
-    """`dfarun argv` in-process, in folder cwd: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    saved_argv, saved_env = sys.argv, dict(os.environ)
-    os.environ.pop("HYDRA_FULL_ERROR", None)
-    os.environ.update(env or {})
-    sys.argv = ["dfarun", *argv]
-    try:
-        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main()
-                code = 0
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    finally:
-        sys.argv = saved_argv
-        os.environ.clear()
-        os.environ.update(saved_env)
-    return Result(code, out.getvalue(), err.getvalue())
+from helpers import DFARUN, cli_env, ONE_LINE, FAST, Result, run_dfarun
 
 
 def refused(tmp_path: Path, *argv: str, flags: tuple[str, ...] = ()) -> str:

@@ -2,7 +2,7 @@
 of range, unknown keys, odd characters, empty and huge values, deletions, sweeps — `dfarun`
 exits 0 or 2, never prints a traceback, and leaves nothing behind unless it succeeded.
 
-Each example runs the console script in-process (test_hostile.run_dfarun) in a fresh folder,
+Each example runs the console script in-process (helpers.run_dfarun) in a fresh folder,
 on a tiny synthetic base config that the drawn overrides replace key by key. Training is
 capped at 2 epochs (a huge but valid max_epochs is not what is tested here) and downloads
 fail as offline, so an example costs a compose or a one-second run.
@@ -21,7 +21,8 @@ from torchvision import datasets
 import dfarun.runner
 from dfarun.config import CONF_DIR
 
-from test_hostile import FAST, ONE_LINE, run_dfarun
+from helpers import ONE_LINE, FAST, run_dfarun
+
 
 EXAMPLES = 24
 

@@ -1,5 +1,5 @@
 """What a running job shows and leaves on disk: live history, progress lines, job names,
-TensorBoard scalars. Tiny synthetic jobs (conftest.TINY)."""
+TensorBoard scalars. Tiny synthetic jobs (helpers.TINY)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,8 @@ import dfarun.train as train
 from dfarun import store, tables
 from dfarun.runner import run
 
-from conftest import DFARUN, TINY, cli_env
+from helpers import DFARUN, cli_env, TINY
+
 
 SMALL = "model=3x50_tanh"
 

@@ -8,9 +8,10 @@ import math
 
 import pandas as pd
 import pytest
-from test_tables import record  # a valid record, as runner writes it
 
 from dfarun import figures, records, store, tables
+
+from helpers import record
 
 
 def read_one(tmp_path, rec, capsys) -> tuple[list[records.Record], str]:

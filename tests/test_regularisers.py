@@ -19,10 +19,9 @@ from dfarun.runner import row_label, run
 from dfarun.state import init_state
 from dfarun.train import Protocol
 
-CPU = torch.device("cpu")
+from helpers import CPU
+
 SMALL = "model=3x50_tanh"
-
-
 
 
 def twin_net(seeds: int, sizes: list[int], seed: int = 0) -> MLP:

@@ -28,22 +28,14 @@ from dfarun.rules import RULES
 from dfarun.runner import run
 from dfarun.state import init_state
 
-CPU = torch.device("cpu")
+from helpers import CPU, comparable
+
 SMALL = "model=3x50_tanh"
-BATCHES = 4   # conftest's tiny set: 256 training examples in batches of 64
+BATCHES = 4   # the tiny set (helpers.TINY): 256 training examples in batches of 64
 
 
 class Crash(Exception):
     """Stands in for the process dying."""
-
-
-def comparable(rec: dict) -> dict:
-    """A record less what legitimately differs between two runs of one experiment."""
-    keep = {k: rec[k] for k in ("seed", "key", "row", "stop", "epochs", "train_error", "test_error")}
-    keep["best_val"] = rec.get("best_val", {}) and {k: v for k, v in rec["best_val"].items() if k != "seconds"}
-    keep["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in rec["history"]]
-    keep["config"] = {k: v for k, v in rec["config"].items() if k != "store"}
-    return keep
 
 
 def files_under(root: Path) -> list[str]:

@@ -19,7 +19,8 @@ from dfarun.runner import run
 from dfarun.state import AVG_START, State, init_state
 from dfarun.train import AVG_KEEP, MAX_HALVINGS, Protocol
 
-CPU = torch.device("cpu")
+from helpers import CPU
+
 SMALL = "model=3x50_tanh"
 
 

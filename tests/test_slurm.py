@@ -20,8 +20,8 @@ import pytest
 
 from dfarun import store
 
-from conftest import DFARUN, TINY, cli_env
-from test_resume import comparable
+from helpers import DFARUN, cli_env, TINY, comparable
+
 
 pytestmark = pytest.mark.slurm
 

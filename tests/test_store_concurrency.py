@@ -27,7 +27,8 @@ import dfarun.runner as runner
 from dfarun import store, tables
 from dfarun.runner import run
 
-from conftest import DFARUN, cli_env
+from helpers import DFARUN, cli_env
+
 
 SMALL = "model=3x50_tanh"
 

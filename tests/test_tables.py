@@ -14,18 +14,7 @@ from dfarun import store, tables
 from dfarun.config import CONF_DIR
 from dfarun.runner import row_label
 
-
-def record(row="2x800 Tanh", method="dfa", seed=0, test=1.5, train=0.0, stop="converged",
-           dataset="mnist", key="k1", seeds=(0, 1, 2), max_epochs=20, profile="quick", epochs=None, **extra):
-    """A valid record of this version (as runner writes it, less what no reader uses)."""
-    epochs = epochs or min(7, max_epochs)
-    history = [{"epoch": k, "train_error": 50.0 / k, "test_error": 40.0 / k, "train_loss": 1.0 / k,
-                "seconds": 1.0} for k in range(1, epochs + 1)]
-    return {"format": store.FORMAT, "key": key, "row": row, "seed": seed, "stop": stop, "epochs": epochs,
-            "train_error": train, "test_error": test, "history": history,
-            "config": {"dataset": {"name": dataset}, "model": {"name": row.split()[0].lower()},
-                       "method": {"name": method}, "reg": {"name": "none"}, "seeds": list(seeds),
-                       "max_epochs": max_epochs, "profile": profile}, **extra}
+from helpers import record
 
 
 def write(tmp_path, *recs):

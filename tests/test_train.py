@@ -6,15 +6,12 @@ import math
 import pytest
 import torch
 
-from dfarun.data import Data
 from dfarun.rules import RULES
 from dfarun.state import init_state
 from dfarun.step import rmsprop_
 from dfarun.train import AVG_KEEP, STOP_AT, Protocol, fit, train_epoch
 
-CPU = torch.device("cpu")
-
-
+from helpers import CPU, assert_stack_trains_as_alone
 
 
 def test_rmsprop_matches_torch_optim_bit_for_bit():
@@ -43,21 +40,6 @@ def test_rmsprop_per_seed_rates_equal_each_seed_alone():
         rmsprop_(alone, [gr[s:s + 1] for gr in grads], sq1, lr[s:s + 1])
         for a, b in zip(alone, stacked):
             assert torch.equal(a[0], b[s])
-
-
-def assert_stack_trains_as_alone(arch, method: str, data: Data, protocol: Protocol, epochs: int):
-    """Train seeds [3, 5, 7] stacked and seed 5 alone for `epochs`; seed 5 must count the same
-    errors, reach the same loss and end with the same parameters either way. Returns both states."""
-    stacked = init_state([3, 5, 7], arch, "tanh", RULES[method], CPU)
-    alone = init_state([5], arch, "tanh", RULES[method], CPU)
-    for _ in range(epochs):
-        e_stack, l_stack, _ = train_epoch(stacked, data, RULES[method], protocol)
-        e_alone, l_alone, _ = train_epoch(alone, data, RULES[method], protocol)
-        assert e_stack[1] == e_alone[0]
-        torch.testing.assert_close(l_stack[1], l_alone[0], rtol=1e-4, atol=1e-4)
-    for p_stack, p_alone in zip(stacked.net.params, alone.net.params):
-        torch.testing.assert_close(p_stack[1], p_alone[0], rtol=1e-4, atol=1e-5)
-    return stacked, alone
 
 
 @pytest.mark.parametrize("method,dropout", [("bp", False), ("dfa", False), ("bp", True), ("dfa", True)])

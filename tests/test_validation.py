@@ -20,8 +20,8 @@ import torch
 from dfarun import cli, runner
 from dfarun.config import ConfigError, DfarunError, validate
 
-from test_cli import TINY, dfarun, dfarun_script
-from test_data import mnist_arrays, write_mnist
+from helpers import write_mnist, mnist_arrays, SCRIPT_TINY, dfarun_script, dfarun
+
 
 ONE_LINE = "dfarun: error: "
 
@@ -53,7 +53,7 @@ CLI_CASES = [  # (arguments, key, words the line must hold)
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, key, words):
     runs = tmp_path / "runs"
     flags = [a for a in args if a.startswith("-")]  # the bad overrides come last: they win
-    out = dfarun(tmp_path, *flags, *TINY, "max_epochs=1", f"store={runs}", *[a for a in args if a not in flags])
+    out = dfarun(tmp_path, *flags, *SCRIPT_TINY, "max_epochs=1", f"store={runs}", *[a for a in args if a not in flags])
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
