@@ -242,6 +242,7 @@ def test_dropout_row_sets_model_reg_val_and_schedule(make_cfg):
     assert cfg.model.activation == "tanh"
     assert cfg.reg.name == "dropout" and (cfg.reg.p_input, cfg.reg.p_hidden, cfg.reg.eps) == (0.1, 0.5, 0.0)
     assert cfg.val is True and cfg.schedule == "auto"
+    assert cfg.lr == 1e-3  # chosen on the validation split, not MNIST's 1e-4
     assert row_label(cfg) == "2x800 Tanh + DO"
 
 
