@@ -22,10 +22,10 @@ from dfarun.state import init_state
 from dfarun.train import Protocol, train_epoch
 
 
-# --- the dfarun CLI, as a user's shell runs it ----------------------------------------
+# --- this checkout, the CPU, and the dfarun CLI as a user's shell runs it --------------
 
 ROOT = Path(__file__).resolve().parent.parent
-
+CPU = torch.device("cpu")
 
 # the dfarun CLI of this checkout, whichever dfarun the venv has installed
 DFARUN = [sys.executable, "-c", "from dfarun.cli import main; import sys; sys.argv[0] = 'dfarun'; main()"]
@@ -43,9 +43,6 @@ TINY = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128",
 
 
 # --- data files in the real formats ---------------------------------------------------
-
-CPU = torch.device("cpu")
-
 
 def assert_close(actual, expected):
     # float32 min-max scaling multiplies by 1/(hi-lo): allow an ulp or two of difference
