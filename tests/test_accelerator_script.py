@@ -21,7 +21,8 @@ import pytest
 
 from dfarun.records import parse
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 SCRIPTS = ROOT / "scripts" / "accelerator"
 PHASES = ("setup", "tests", "bench", "estimate", "train")
 

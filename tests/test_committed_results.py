@@ -17,7 +17,8 @@ import pytest
 
 from dfarun import tables
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 RECORDS = ROOT / "results" / "records"
 GENERATED = re.compile(r"^(- |% )Generated \d{4}-\d{2}-\d{2} by dfarun-tables\.$")
 REGENERATE = "dfarun-tables --store results/records --out results --tables 1 --compare"

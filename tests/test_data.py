@@ -14,7 +14,7 @@ from torchvision import datasets
 from dfarun import data as dfdata
 from dfarun.config import ConfigError, DfarunError, validate
 
-from helpers import CPU, assert_close, write_mnist, mnist_arrays
+from helpers import CPU, assert_close, mnist_arrays, write_mnist
 
 
 # --- MNIST: IDX files in <root>/MNIST/raw ---------------------------------------------------

@@ -21,7 +21,7 @@ import torch
 from dfarun import cli, guard, runner, store
 from dfarun.config import ConfigError, DfarunError
 
-from helpers import DFARUN, cli_env, ONE_LINE, FAST, Result, run_dfarun
+from helpers import DFARUN, FAST, ONE_LINE, Result, cli_env, run_dfarun
 
 
 def refused(tmp_path: Path, *argv: str, flags: tuple[str, ...] = ()) -> str:

@@ -21,7 +21,7 @@ from torchvision import datasets
 import dfarun.runner
 from dfarun.config import CONF_DIR
 
-from helpers import ONE_LINE, FAST, run_dfarun
+from helpers import FAST, ONE_LINE, run_dfarun
 
 
 EXAMPLES = 24

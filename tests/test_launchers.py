@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from dfarun import store
 from dfarun.config import CONF_DIR
 
-from helpers import DFARUN, cli_env, TINY
+from helpers import DFARUN, TINY, cli_env
 
 
 def dfarun(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import dfarun.train as train
 from dfarun import store, tables
 from dfarun.runner import run
 
-from helpers import DFARUN, cli_env, TINY
+from helpers import DFARUN, TINY, cli_env
 
 
 SMALL = "model=3x50_tanh"

@@ -20,7 +20,7 @@ import pytest
 
 from dfarun import store
 
-from helpers import DFARUN, cli_env, TINY, comparable
+from helpers import DFARUN, TINY, cli_env, comparable
 
 
 pytestmark = pytest.mark.slurm

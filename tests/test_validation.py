@@ -20,7 +20,7 @@ import torch
 from dfarun import cli, runner
 from dfarun.config import ConfigError, DfarunError, validate
 
-from helpers import write_mnist, mnist_arrays, SCRIPT_TINY, dfarun_script, dfarun
+from helpers import SCRIPT_TINY, dfarun, dfarun_script, mnist_arrays, write_mnist
 
 
 ONE_LINE = "dfarun: error: "
