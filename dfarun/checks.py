@@ -71,6 +71,12 @@ def check_values(cfg: DictConfig) -> None:
     check(_positive(effective_lr(cfg)), "lr", effective_lr(cfg),
           "expected a float in (0, 3.4e38] (float32's range), or null for the data set's rate")
     check(cfg.schedule in SCHEDULES, "schedule", cfg.schedule, f"expected one of {list(SCHEDULES)}")
+    if cfg.schedule == "step":
+        check(cfg.halve_every >= 1, "halve_every", cfg.halve_every,
+              "expected an int >= 1 (epochs between halvings) with schedule=step")
+    else:
+        check(cfg.halve_every == 0, "halve_every", cfg.halve_every,
+              f"expected 0: read only with schedule=step (schedule is {cfg.schedule})")
     for key in ("p_input", "p_hidden"):
         check(0 <= reg[key] < 1, f"reg.{key}", reg[key], "expected a probability in [0, 1)")
     check(_scale(reg.eps), "reg.eps", reg.eps, "expected a float in [0, 3.4e38] (float32's range)")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 _PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
 CONF_DIR = _PACKAGED_CONF if (_PACKAGED_CONF / "config.yaml").is_file() \
     else Path(__file__).resolve().parent.parent / "conf"
-SCHEDULES = ("constant", "auto")
+SCHEDULES = ("constant", "auto", "step")
 LOGGERS = ("none", "tensorboard")
 VAL_SIZE = 10_000  # val=true holds out the last 10,000 training examples (author's split)
 
@@ -112,7 +112,8 @@ class Config:
     table: Optional[int] = None         # the paper table an experiment grid belongs to
     val: bool = False                   # hold out the last VAL_SIZE training examples
     whiten: Optional[bool] = None       # ZCA-whiten the inputs; null: on for conv nets only
-    schedule: str = "constant"          # constant | auto (author's halving schedule)
+    schedule: str = "constant"          # constant | auto (author's halving schedule) | step
+    halve_every: int = 0                # schedule=step: epochs between halvings (author's -epoch_step)
     track_alignment: bool = False       # record angles between the rule's updates and BP's
     align_every: int = 100              # steps between alignment measurements
     freeze_first_epochs: int = 0        # the first hidden layer stays at its init this long

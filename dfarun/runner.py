@@ -142,7 +142,8 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
            ) -> dict[int, dict]:
     rule = RULES[cfg.method.name]
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
-                        schedule=cfg.schedule, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
+                        schedule=cfg.schedule, halve_every=cfg.halve_every,
+                        p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
                         p_conv=tuple(cfg.reg.p_conv), eps=cfg.reg.eps, compile=cfg.compile,
                         align_every=cfg.align_every if cfg.track_alignment else 0,
                         freeze_first=cfg.freeze_first_epochs)

@@ -28,7 +28,7 @@ class State:
     feedback: list[Tensor]             # the rule's fixed matrices, [S, ...] each
     sq_avg: list[Tensor]               # RMSprop state, aligned with net.params
     data_order: list[torch.Generator]  # CPU
-    lr_scale: list[float]              # schedule=auto halves a seed's rate: lr = protocol.lr * scale
+    lr_scale: list[float]              # schedules auto/step halve it: lr = protocol.lr * scale
     avg: list[float]                   # moving average of the training error (fraction)
     halvings: list[int]
     history: list[list[dict]]

@@ -37,7 +37,8 @@ class Protocol:
     lr: float                  # RMSprop step
     batch_size: int
     max_epochs: int
-    schedule: str = "constant"  # constant | auto (halve when the epoch error is not below m)
+    schedule: str = "constant"  # constant | auto (halve when the epoch error is not below m) | step
+    halve_every: int = 0       # schedule=step: halve after every this many epochs
     p_input: float = 0.0       # dropout on the input (0: off)
     p_hidden: float = 0.0      # dropout after each hidden layer
     p_conv: tuple[float, ...] = ()  # dropout after each conv block (empty: p_hidden)
@@ -164,13 +165,18 @@ def _step_schedule(state: State, i: int, err: float, loss: float, protocol: Prot
     """Update seed i's moving average (and rate); its stop reason, or None to go on."""
     if not math.isfinite(loss):
         return "diverged"
-    if protocol.schedule == "auto" and err >= state.avg[i]:
+    auto = protocol.schedule == "auto"
+    if auto:
+        halve = err >= state.avg[i]
+    else:  # the step schedule halves on the clock; constant never
+        halve = protocol.schedule == "step" and state.epoch % protocol.halve_every == 0
+    if halve:
         state.lr_scale[i] /= 2
         state.halvings[i] += 1
     state.avg[i] = AVG_KEEP * state.avg[i] + (1 - AVG_KEEP) * err
     if state.avg[i] <= STOP_AT:
         return "converged"
-    if state.halvings[i] >= MAX_HALVINGS:
+    if auto and state.halvings[i] >= MAX_HALVINGS:  # the step schedule halves on until max_epochs
         return "schedule_end"
     if state.epoch >= protocol.max_epochs:
         return "max_epochs"

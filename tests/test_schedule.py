@@ -82,6 +82,25 @@ def test_eighth_halving_ends_the_schedule():
     assert state.halvings[0] == 8 and state.lr_scale[0] == 2.0 ** -8
 
 
+def test_step_schedule_halves_every_n_epochs_and_runs_to_max_epochs():
+    """schedule=step is the author's `-epoch_step N`: halve after epochs N, 2N, ... whatever the
+    error, with no end of its own: a seed stops on convergence or at max_epochs."""
+    state = fresh_state()
+    step = Protocol(1e-3, 64, 25, schedule="step", halve_every=3)
+    stops, scales = [], []
+    for k in range(1, 26):
+        state.epoch = k
+        stops.append(train._step_schedule(state, 0, 0.5, 1.0, step))
+        scales.append(state.lr_scale[0])
+    assert scales[:7] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
+    assert state.halvings[0] == 8 and scales[-1] == 2.0 ** -8   # 8 halvings do not end it
+    assert stops == [None] * 24 + ["max_epochs"]
+    # converging still ends it
+    state.avg[1] = 1e-4 / AVG_KEEP
+    state.epoch = 4
+    assert train._step_schedule(state, 1, 0.0, 1.0, step) == "converged"
+
+
 @pytest.mark.parametrize("loss", [float("nan"), float("inf")])
 def test_non_finite_loss_diverges(loss):
     state = fresh_state()

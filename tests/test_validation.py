@@ -132,6 +132,9 @@ RUN_CASES = [  # (overrides, key)
     (["reg=dropout", "reg.p_input=-0.1"], "reg.p_input"),
     (["reg=adversarial", "reg.eps=-0.5"], "reg.eps"),
     (["schedule=cosine"], "schedule"),
+    (["schedule=step"], "halve_every"),                 # step needs its period
+    (["schedule=step", "halve_every=-2"], "halve_every"),
+    (["halve_every=50"], "halve_every"),                # read only with schedule=step
     (["align_every=0"], "align_every"),
     (["freeze_first_epochs=-1"], "freeze_first_epochs"),
     (["val=true"], "val"),  # 256 training examples cannot give up 10,000
