@@ -137,13 +137,14 @@ def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol
 # --- what a paper table costs ---------------------------------------------------------------
 
 def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tables=(1, 2, 3)) -> list[dict]:
-    """Hours to train each table's grid at the paper profile (10 stacked seeds, 300 epochs),
-    from one timed epoch per cell on `examples` examples, scaled to the full training set.
+    """Hours to train each table's grid at the paper profile (10 stacked seeds, 300 epochs, or
+    a row's shorter train_epochs), from one timed epoch per cell on `examples` examples, scaled
+    to the full training set.
     An upper bound: seeds that converge early stop early."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from .config import CONF_DIR
+    from .config import CONF_DIR, epoch_limit
     from .runner import architecture
 
     grids = {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
@@ -163,7 +164,7 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
             full = TRAIN_SIZE[cfg.dataset.name] - (10_000 if cfg.val else 0)
             for method in methods:
                 (epoch,), _ = time_epoch(arch, method, len(cfg.seeds), data, p)
-                seconds += epoch * full / examples * cfg.max_epochs
+                seconds += epoch * full / examples * epoch_limit(cfg)
         out.append({"table": table, "cells": len(rows) * len(methods),
                     "hours (10 seeds x 300 epochs, upper bound)": seconds / 3600})
     return out

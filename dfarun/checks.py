@@ -64,6 +64,8 @@ def check_values(cfg: DictConfig) -> None:
     check(len(set(seeds)) == len(seeds), "seeds", seeds, "expected distinct seeds")
     check(all(s >= 0 for s in seeds), "seeds", seeds, "expected ints >= 0")
     check(cfg.max_epochs >= 1, "max_epochs", cfg.max_epochs, "expected an int >= 1")
+    check(cfg.train_epochs is None or cfg.train_epochs >= 1, "train_epochs", cfg.train_epochs,
+          "expected an int >= 1, or null for max_epochs alone")
     check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "expected an int >= 1")
     check(cfg.seed_stack is None or cfg.seed_stack >= 1, "seed_stack", cfg.seed_stack,
           "expected an int >= 1, or null for the device's choice")

@@ -121,6 +121,7 @@ class Config:
     figure: Optional[str] = None        # the paper figure an experiment belongs to
     seeds: List[int] = field(default_factory=lambda: [0])
     max_epochs: int = 300
+    train_epochs: Optional[int] = None  # a row's own training time; max_epochs still caps it
     lr: Optional[float] = None
     batch_size: int = 64
     device: str = "auto"
@@ -255,6 +256,12 @@ def unknown_key(path: str, value) -> ConfigError:
 
 def effective_lr(cfg: DictConfig) -> float:
     return float(cfg.lr if cfg.lr is not None else cfg.dataset.lr)
+
+
+def epoch_limit(cfg: DictConfig) -> int:
+    """The most epochs a seed trains: the budget's max_epochs, or a row's shorter training time
+    (train_epochs: the dropout row's, chosen on validation), so profile=quick still caps it."""
+    return cfg.max_epochs if cfg.train_epochs is None else min(cfg.max_epochs, cfg.train_epochs)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import config, store
-from .config import effective_lr, resolve_device, validate
+from .config import effective_lr, epoch_limit, resolve_device, validate
 from .conv import ConvArch
 from .data import Data, load
 from .nets import MLPArch, layer_sizes
@@ -141,7 +141,7 @@ def _data(cfg: DictConfig, device: torch.device) -> Data:
 def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, step: Step | None
            ) -> dict[int, dict]:
     rule = RULES[cfg.method.name]
-    protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=cfg.max_epochs,
+    protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=epoch_limit(cfg),
                         schedule=cfg.schedule, halve_every=cfg.halve_every,
                         p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
                         p_conv=tuple(cfg.reg.p_conv), eps=cfg.reg.eps, compile=cfg.compile,
@@ -152,7 +152,7 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     if state is None:
         state = init_state(seeds, architecture(cfg, data), cfg.model.activation, rule, device)
     log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {state.seeds} on {device}, "
-             f"lr {protocol.lr:g}, batch {cfg.batch_size}, at most {cfg.max_epochs} epochs")
+             f"lr {protocol.lr:g}, batch {cfg.batch_size}, at most {protocol.max_epochs} epochs")
     started = time.time()
     context = _context(cfg, device, len(seeds))
     records = {}

@@ -119,6 +119,7 @@ def test_check_args_expands_a_sweep_and_accepts_good_input():
 RUN_CASES = [  # (overrides, key)
     (["max_epochs=0"], "max_epochs"),
     (["max_epochs=-3"], "max_epochs"),
+    (["train_epochs=0"], "train_epochs"),
     (["batch_size=0"], "batch_size"),
     (["seeds=[]"], "seeds"),
     (["seeds=[1,1]"], "seeds"),
