@@ -41,7 +41,7 @@ def refused(tmp_path: Path, *argv: str, flags: tuple[str, ...] = ()) -> str:
     ((), ["experiment=table1"], ["experiment='table1'", "grid", "-m"]),
     (("-m",), ["experiment=table1,fig3"], ["one experiment per command"]),
     ((), ["row=2x800_tanh_do", "model=3x50_tanh"], ["model='3x50_tanh'", "row=2x800_tanh_do", "2x800_tanh"]),
-    ((), ["row=2x800_tanh_do", "val=false"], ["val=False", "contradicts row=2x800_tanh_do"]),
+    ((), ["row=2x800_tanh_do", "schedule=auto"], ["schedule='auto'", "contradicts row=2x800_tanh_do"]),
     ((), ["row=2x800_tanh", "model.width=100"], ["model.width=100", "row=2x800_tanh"]),
     (("-m",), ["experiment=fig3", "method=fa"], ["method='fa'", "fig3's grid", "bp,dfa"]),
     (("-m",), ["experiment=table1", "row=conv_tanh"], ["row='conv_tanh'", "table1's grid"]),
