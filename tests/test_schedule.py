@@ -96,7 +96,7 @@ def test_step_schedule_halves_every_n_epochs_and_runs_to_max_epochs():
     assert state.halvings[0] == 8 and scales[-1] == 2.0 ** -8   # 8 halvings do not end it
     assert stops == [None] * 24 + ["max_epochs"]
     # converging still ends it
-    state.avg[1] = 1e-4 / AVG_KEEP
+    state.avg[1] = 1e-4  # m <- 0.75e-4 after an error-free epoch: below STOP_AT (0.01%)
     state.epoch = 4
     assert train._step_schedule(state, 1, 0.0, 1.0, step) == "converged"
 
