@@ -114,6 +114,9 @@ def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol
         for seeds in stacks:
             times, flops = time_epoch(arch, method, seeds, data, protocol, repeats)
             seconds = min(times)  # the fastest: what the machine can do, not what a neighbour took
+            # one line as soon as it is timed: a bench stopped part-way still tells what it measured
+            print(f"  {method} x{seeds} seeds: {seconds:.3f} s for {data.x_train.shape[0]:,} examples"
+                  f"{' (compiling failed: eager)' if protocol.compile and Step.failed else ''}", flush=True)
             peak, small = (flops / (g * 1e9) for g in gflops.values())
             n = data.x_train.shape[0]
             row = {"method": method, "seeds": seeds}
@@ -136,10 +139,12 @@ def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol
 
 # --- what a paper table costs ---------------------------------------------------------------
 
-def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tables=(1, 2, 3)) -> list[dict]:
+def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tables=(1, 2, 3),
+                    on_cell=lambda table, row, method, hours: None) -> list[dict]:
     """Hours to train each table's grid at the paper profile (10 stacked seeds, 300 epochs, or
     a row's shorter train_epochs), from one timed epoch per cell on `examples` examples, scaled
-    to the full training set.
+    to the full training set. `on_cell` hears each cell's hours as soon as it is timed (a run
+    stopped part-way still tells what it measured).
     An upper bound: seeds that converge early stop early."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -149,13 +154,13 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
 
     grids = {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cells = {t: [compose("config", overrides=[f"experiment=table{t}", f"row={row}"])
+        cells = {t: [(row, compose("config", overrides=[f"experiment=table{t}", f"row={row}"]))
                      for row in grid.row.split(",")] for t, grid in grids.items()}
     out = []
     for table, rows in cells.items():
         methods = grids[table].method.split(",")
         seconds = 0.0
-        for cfg in rows:
+        for row, cfg in rows:
             shape = IMAGE_SHAPES[cfg.dataset.name]
             data = random_data(examples, prod(shape), cfg.dataset.classes, device, shape)
             arch = architecture(cfg, data)
@@ -164,7 +169,9 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
             full = TRAIN_SIZE[cfg.dataset.name] - (10_000 if cfg.val else 0)
             for method in methods:
                 (epoch,), _ = time_epoch(arch, method, len(cfg.seeds), data, p)
-                seconds += epoch * full / examples * epoch_limit(cfg)
+                cell = epoch * full / examples * epoch_limit(cfg)
+                on_cell(table, row, method, cell / 3600)
+                seconds += cell
         out.append({"table": table, "cells": len(rows) * len(methods),
                     "hours (10 seeds x 300 epochs, upper bound)": seconds / 3600})
     return out
@@ -221,8 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"a job's default (seed_stack=null) on {device.type}: conv seeds "
               f"{'one at a time' if device.type == 'cpu' else 'all stacked'}\n")
     if args.estimate:
-        rows = estimate_tables(device, args.estimate_examples, protocol,
-                               [int(t) for t in args.tables.split(",")])
+        print(f"Paper-profile cost per cell, as each is timed ({'eager' if args.eager else 'compiled'} step)")
+        rows = estimate_tables(device, args.estimate_examples, protocol, [int(t) for t in args.tables.split(",")],
+                               on_cell=lambda t, row, m, h: print(f"  table {t} {row:<16} {m:<4} {h:6.3f} h", flush=True))
         print(f"Paper-profile cost per table ({args.estimate_examples:,} examples timed per cell)")
         print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
 

@@ -69,6 +69,28 @@ def test_run_dry_on_cpu(tmp_path):
     assert (out / "train.log").is_file() and not list(tmp_path.glob("dfarun-accel.*"))  # its temp folder is gone
 
 
+def test_bench_and_estimate_run_each_argument_set_in_turn(tmp_path):
+    """BENCH_ARGS and ESTIMATE_ARGS take ';'-separated argument sets, one bench process each
+    (the estimate: one per set and table), logged in order. `--help` stands in for the real
+    benches: the loop is under test here, not the bench."""
+    out = tmp_path / "out"
+    env = script_env(
+        OUT=str(out), ACCEL=str(tmp_path / "no-accel"), DATA=str(tmp_path / "data"), SITE=str(tmp_path / "site"),
+        TMPDIR=str(tmp_path), PYTHON=sys.executable, PROBE="0", PHASES="bench estimate", DEADLINE_S="150",
+        BENCH_ARGS="--help ; --eager --help", ESTIMATE_TABLES="1 2", ESTIMATE_ARGS="--help;--eager --help")
+    proc = subprocess.run(["bash", str(SCRIPTS / "run.sh")], env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bench = (out / "bench.log").read_text()
+    assert [line for line in bench.splitlines() if line.startswith("-- ")] == [
+        "-- bench run 1: --help", "-- bench run 2: --eager --help"]
+    assert bench.count("usage:") == 2
+    estimate = (out / "estimate.log").read_text()
+    assert [line for line in estimate.splitlines() if line.startswith("-- ")] == [
+        "-- estimate, table 1: --help", "-- estimate, table 2: --help",
+        "-- estimate, table 1: --eager --help", "-- estimate, table 2: --eager --help"]
+    assert estimate.count("usage:") == 4
+
+
 def test_prepare_without_mnist_says_so_in_one_line(tmp_path):
     accel = tmp_path / "accel"
     proc = subprocess.run(["bash", str(SCRIPTS / "prepare.sh")], capture_output=True, text=True, timeout=60,

@@ -124,8 +124,13 @@ def test_table_estimate_scales_one_timed_epoch_to_the_paper_profile(monkeypatch)
     timed = []
     monkeypatch.setattr(bench, "time_epoch", lambda arch, method, seeds, data, p: (
         timed.append((type(arch).__name__, method, seeds, data.x_train.shape[0], p.p_hidden)), ([2.0], 0.0))[1])
-    (row,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2])
+    heard = []
+    (row,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2], on_cell=lambda *cell: heard.append(cell))
     assert {t[0] for t in timed} == {"MLPArch", "ConvArch"} and {t[2] for t in timed} == {10}
+    # each cell reported as it is timed, with its own hours: they add up to the table's
+    assert len(heard) == len(timed) and {(t, m) for t, _, m, _ in heard} == {(2, m) for m in ("bp", "fa", "dfa")}
+    assert ("3x1000_tanh_do", "dfa") in {(r, m) for _, r, m, _ in heard}
+    assert sum(h for *_, h in heard) == pytest.approx(row["hours (10 seeds x 300 epochs, upper bound)"])
     assert len(timed) == row["cells"] == 4 * 3  # rows x BP/FA/DFA, the conv row included
     # 3x1000 + DO trains on 40,000 images (validation hold-out), the others on 50,000
     dropout_cells = sum(t[4] == 0.5 for t in timed)

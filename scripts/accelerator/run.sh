@@ -33,7 +33,9 @@ PROBE=${PROBE:-1}                         # 0: no nvidia-smi, torch or import ch
 DEADLINE_S=${DEADLINE_S:-500}             # seconds after the start when training is stopped
 T_TESTS=${T_TESTS:-90} T_BENCH=${T_BENCH:-90} T_ESTIMATE=${T_ESTIMATE:-120}  # seconds, at most
 PHASES=${PHASES:-"tests bench estimate train"}
-BENCH_ARGS=${BENCH_ARGS:-}                # extra arguments of the bench phase
+# BENCH_ARGS, ESTIMATE_ARGS: one bench process per argument set; ';' separates sets, run in turn
+# ('--repeats 2 ; --eager --repeats 2': the compiled step, then the eager one)
+BENCH_ARGS=${BENCH_ARGS:-}                # arguments of the bench phase
 ESTIMATE_TABLES=${ESTIMATE_TABLES:-"1 2 3"}  # one bench process per table: a timeout keeps the done ones
 ESTIMATE_ARGS=${ESTIMATE_ARGS:-"--gemm-seconds 0.5"}  # the GEMM rates do not enter the hours
 PROFILE=${PROFILE:-paper}                 # 10 seeds, at most 300 epochs, the stopping rule
@@ -226,23 +228,38 @@ phase_tests() {
     return "$rc"
 }
 
+# arg_sets STRING: the ';'-separated argument sets of STRING, one a line, trimmed (an empty
+# string: one empty set, the defaults)
+arg_sets() { tr ';' '\n' <<<"$1" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//'; }
+
 phase_bench() {
-    # shellcheck disable=SC2086  # BENCH_ARGS: a list of words
-    run_timed "$OUT/bench.log" "$1" "$PYTHON" -m dfarun.bench $BENCH_ARGS
+    local end=$(($(date +%s) + $1)) args secs rc n=0
+    while IFS= read -r args; do
+        n=$((n + 1)) secs=$((end - $(date +%s)))
+        ((secs >= 5)) || { note="bench runs done: $((n - 1))"; return 124; }
+        echo "-- bench run $n: ${args:-(defaults)}" | tee -a "$OUT/bench.log"
+        # shellcheck disable=SC2086  # args: a list of words
+        run_timed "$OUT/bench.log" "$secs" "$PYTHON" -m dfarun.bench $args
+        rc=$?
+        ((rc == 0)) || { note="bench runs done: $((n - 1)); run $n: exit $rc"; return "$rc"; }
+    done < <(arg_sets "$BENCH_ARGS")
 }
 
 phase_estimate() {
-    local end=$(($(date +%s) + $1)) t secs rc done=""
-    for t in $ESTIMATE_TABLES; do
-        secs=$((end - $(date +%s)))
-        ((secs >= 5)) || { note="tables done: ${done:-none}"; return 124; }
-        # shellcheck disable=SC2086
-        run_timed "$OUT/estimate.log" "$secs" "$PYTHON" -m dfarun.bench --skip mlp,conv --estimate \
-            --tables "$t" $ESTIMATE_ARGS
-        rc=$?
-        ((rc == 0)) || { note="tables done: ${done:-none}; table $t: exit $rc"; return "$rc"; }
-        done="$done$t "
-    done
+    local end=$(($(date +%s) + $1)) t secs rc done="" args
+    while IFS= read -r args; do
+        for t in $ESTIMATE_TABLES; do
+            secs=$((end - $(date +%s)))
+            ((secs >= 5)) || { note="done: ${done:-none}"; return 124; }
+            echo "-- estimate, table $t: ${args:-(defaults)}" | tee -a "$OUT/estimate.log"
+            # shellcheck disable=SC2086
+            run_timed "$OUT/estimate.log" "$secs" "$PYTHON" -m dfarun.bench --skip mlp,conv --estimate \
+                --tables "$t" $args
+            rc=$?
+            ((rc == 0)) || { note="done: ${done:-none}; table $t ($args): exit $rc"; return "$rc"; }
+            done="${done:+$done, }table $t${args:+ ($args)}"
+        done
+    done < <(arg_sets "$ESTIMATE_ARGS")
 }
 
 # One cell in the background: `timeout` stops it at the deadline (SIGTERM: dfarun writes its
