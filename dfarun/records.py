@@ -48,6 +48,8 @@ class Record:
     test_error: float | None
     history: tuple[dict, ...] = field(compare=False, repr=False)
     config: dict = field(compare=False, repr=False)
+    device: str = field(default="cpu", compare=False)  # "cpu", or the GPU's name (the headline's costs)
+    threads: int = field(default=1, compare=False)     # torch's CPU threads in the job
 
     @property
     def learned(self) -> bool:
@@ -135,7 +137,9 @@ def parse(rec: dict, path: Path) -> Record:
         key=_take(rec, "key", _is_text, "a non-empty string"), seed=seed, seeds=tuple(seeds),
         profile=_take(cfg, "config.profile", _is_text, "a non-empty string"), max_epochs=max_epochs,
         epochs=epochs, stop=stop, train_error=errors[0], test_error=errors[1],
-        history=_history(rec, epochs), config=cfg)
+        history=_history(rec, epochs), config=cfg,
+        device=_take(rec, "device", _is_text, "a non-empty string", default="cpu"),
+        threads=_take(rec, "cpu_threads", _is_int(1), "an int >= 1", default=1))
 
 
 def _final_errors(rec: dict, stop: str, epochs: int) -> tuple[float | None, float | None]:

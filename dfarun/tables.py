@@ -4,7 +4,7 @@
 
 For each table it writes results/tableN.md and .tex (for people: the table, then per cell the
 seeds, epochs and stop reasons) and .csv (for machines: the numbers, one line per cell), and
-prints the Markdown. The paper's own numbers are data (paper_results.csv, transcribed from
+prints the Markdown; with Table 1 and --compare, also results/headline.md (headline.py). The paper's own numbers are data (paper_results.csv, transcribed from
 the paper). Which records count, which seeds learned and which experiment fills a cell are
 decided in records.py, shared with dfarun-figures.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from . import records
+from . import headline, records
 
 TABLES = {1: ("mnist", "MNIST"), 2: ("cifar10", "CIFAR-10"), 3: ("cifar100", "CIFAR-100")}
 METHODS = ["bp", "fa", "dfa"]
@@ -208,19 +208,23 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.store).is_dir():
         print(f"dfarun-tables: error: --store={args.store!r}: no such directory", file=sys.stderr)
         return 2
-    cells = aggregate(load_records(Path(args.store)))
+    recs = records.read([Path(args.store)])
+    cells = aggregate(records.frame(recs))
     out = Path(args.out)
     for table in tables:
-        texts = render(table, build(table, cells, args.compare), args.compare)
+        built = build(table, cells, args.compare)
+        texts = {f"table{table}.{ext}": text for ext, text in render(table, built, args.compare).items()}
+        if table == 1 and args.compare:  # the README's results part (headline.py)
+            texts["headline.md"] = headline.render(built.numbers, recs)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            for ext, text in texts.items():
-                (out / f"table{table}.{ext}").write_text(text)
+            for name, text in texts.items():
+                (out / name).write_text(text)
         except OSError as err:
             print(f"dfarun-tables: error: --out={args.out!r}: cannot write there ({err.strerror or err})",
                   file=sys.stderr)
             return 2
-        print(texts["md"])
+        print(texts[f"table{table}.md"])
     return 0
 
 

@@ -1,6 +1,7 @@
-"""The committed results/table1.{md,tex,csv} are exactly what dfarun-tables renders from the
-committed records in results/records/ (the "Generated <date>" line aside), so the table a
-reader opens can always be traced back to records in the repository.
+"""The committed results/table1.{md,tex,csv} and results/headline.md are exactly what
+dfarun-tables renders from the committed records in results/records/ (the "Generated <date>"
+line aside), and both READMEs carry the headline, so the numbers a reader opens can always be
+traced back to records in the repository.
 
 To regenerate after committing new records:
     dfarun-tables --store results/records --out results --tables 1 --compare
@@ -52,12 +53,25 @@ def test_committed_table1_is_what_the_committed_records_render(tmp_path, capsys)
     assert tables.main(["--store", str(committed_records(tmp_path)), "--out", str(out), "--tables", "1",
                         "--compare"]) == 0
     assert "warning" not in capsys.readouterr().err, "a committed record does not read"
-    for ext in ("md", "tex", "csv"):
-        committed = ROOT / "results" / f"table1.{ext}"
-        assert committed.is_file(), f"results/table1.{ext} is missing; run: {REGENERATE}"
-        ours, theirs = _lines(committed.read_text()), _lines((out / f"table1.{ext}").read_text())
+    for name in ("table1.md", "table1.tex", "table1.csv", "headline.md"):
+        committed = ROOT / "results" / name
+        assert committed.is_file(), f"results/{name} is missing; run: {REGENERATE}"
+        ours, theirs = _lines(committed.read_text()), _lines((out / name).read_text())
         diff = "\n".join(list(difflib.unified_diff(ours, theirs, "committed", "rendered", lineterm=""))[:40])
-        assert ours == theirs, f"results/table1.{ext} is not what the committed records render; run: {REGENERATE}\n{diff}"
+        assert ours == theirs, f"results/{name} is not what the committed records render; run: {REGENERATE}\n{diff}"
+
+
+@pytest.mark.parametrize("readme", ["README.md", "results/README.md"])
+def test_the_readmes_carry_the_committed_headline(readme):
+    """The results part a reader sees first is results/headline.md, line for line, and says
+    how many cells lie within 2 paper std as the headline counts them."""
+    headline = (ROOT / "results" / "headline.md").read_text().strip().splitlines()
+    table, count = [line for line in headline if line.startswith("|")], headline[-1]
+    text = (ROOT / readme).read_text()
+    start = text.index(table[0])
+    assert text[start:].splitlines()[:len(table)] == table, f"{readme}'s headline is not results/headline.md's"
+    within = count.split(" cells within")[0]  # "19 of 23"
+    assert f"**{within} cells lie within 2 paper std" in text, (readme, count)
 
 
 def test_only_the_generated_line_is_set_aside():

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from dfarun import store, tables
+from dfarun import headline, records, store, tables
 from dfarun.config import CONF_DIR
 from dfarun.runner import row_label
 
@@ -220,3 +220,25 @@ def test_quick_profile_overrides_the_experiments(make_cfg):
     assert (cfg.profile, list(cfg.seeds), cfg.max_epochs) == ("quick", [0, 1, 2], 20)
     cfg = make_cfg("experiment=table1", "profile=quick", "max_epochs=3", "row=1x800_tanh", tiny=False)
     assert cfg.max_epochs == 3
+
+
+def test_headline_costs_core_time_on_a_cpu_and_wall_time_on_a_gpu(tmp_path):
+    """Per job (a stack of seeds on one device): its longest seed's epochs x that seed's median
+    epoch seconds (a paused epoch's 100 s does not count), times its threads on a CPU; jobs
+    add up. Seeds 0-2 on a 2-thread CPU, seeds 3-4 on a GPU."""
+    def rec(seed, seeds, epochs, device, threads, slow=None):
+        r = record(seed=seed, seeds=seeds, epochs=epochs, max_epochs=300, test=1.7, device=device,
+                   cpu_threads=threads)
+        if slow is not None:
+            r["history"][slow]["seconds"] = 100.0  # paused under SIGSTOP
+        return r
+    cpu = [rec(s, (0, 1, 2), 10 + s, "cpu", 2, slow=0) for s in (0, 1, 2)]
+    gpu = [rec(s, (0, 1, 2, 3, 4), 20, "NVIDIA H200", 5) for s in (3, 4)]
+    write(tmp_path, *cpu, *gpu)
+    recs = records.read([tmp_path])
+    assert headline.costs(recs) == (12 * 1.0 * 2, 20 * 1.0)  # seed 2's 12 epochs x 2 threads; the GPU job's 20 s
+    numbers = tables.numbers(1, tables.aggregate(records.frame(recs)))
+    text = headline.render(numbers, recs)
+    (line,) = [x for x in text.splitlines() if x.startswith("| 2x800 Tanh | DFA")]
+    assert line.endswith("| -0.5 σ | 5 | 15 | converged:5 | 0 min | 20 s |")  # 24 core-s: 0 min
+    assert text.strip().endswith("1 of 1 cells within 2 paper std.")

@@ -1,0 +1,59 @@
+"""The README's headline: Table 1's reproduced cells beside the paper, with what each cost.
+
+`dfarun-tables --compare` renders it into results/headline.md whenever it renders Table 1.
+README.md and results/README.md carry a copy of its table, which
+tests/test_committed_results.py holds to the committed records.
+
+A cell's cost is summed over the jobs that trained its seeds (a job: one stack of seeds on
+one device). A job's time is its longest seed's epochs times that seed's median epoch time:
+the median, because jobs were paused (SIGSTOP) while benchmarks ran, and a paused epoch's
+seconds say nothing of the job. On a CPU that time is multiplied by the job's threads (core
+time: a cost, not a benchmark); on a GPU it is the job's wall time.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+import pandas as pd
+
+from . import records
+
+HEADER = ["row", "method", "ours (test error)", "paper", "distance", "seeds", "epochs (mean)", "stop",
+          "CPU time", "GPU time"]
+
+
+def costs(recs: list) -> tuple[float, float]:
+    """(CPU core seconds, GPU seconds) of the jobs that trained `recs`, one cell's records."""
+    jobs: dict[tuple, float] = defaultdict(float)
+    for r in recs:
+        seconds = [h["seconds"] for h in r.history if isinstance(h.get("seconds"), (int, float))]
+        if seconds:
+            job = (r.seeds, r.device, r.threads)
+            on_cpu = r.device == "cpu"  # else the GPU's name, as runner writes it
+            jobs[job] = max(jobs[job], statistics.median(seconds) * r.epochs * (r.threads if on_cpu else 1))
+    cpu = sum(s for (_, device, _), s in jobs.items() if device == "cpu")
+    return cpu, sum(jobs.values()) - cpu
+
+
+def render(numbers: pd.DataFrame, recs: list) -> str:
+    """The headline of Table 1 from its CSV (`tables.numbers`) and the records that fill it:
+    one line per cell with seeds, then how many lie within 2 paper std."""
+    filled = {(row, method): rs for (dataset, row, method, frozen), rs in records.cells(recs).items()
+              if dataset == "mnist" and not frozen}
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    within = compared = 0
+    for n in numbers[numbers.seeds_run > 0].itertuples():
+        cpu, gpu = costs(filled.get((n.row, n.method), []))
+        distance = ""
+        if pd.notna(n.distance_paper_std):
+            distance = f"{n.distance_paper_std:+.1f} σ"
+            compared += 1
+            within += abs(n.distance_paper_std) <= 2
+        paper = f"{n.paper_test_mean:.2f} ± {n.paper_test_std:.2f}%" if pd.notna(n.paper_test_mean) else "—"
+        ours = f"{n.test_mean:.2f} ± {n.test_std:.2f}%" if n.seeds_learned else "—"  # no seed learned
+        cells = [n.row, n.method.upper(), ours, paper, distance,
+                 str(n.seeds_run), f"{n.epochs_mean:.0f}", n.stop, f"{cpu / 60:.0f} min" if cpu else "",
+                 f"{gpu:.0f} s" if gpu else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", f"{within} of {compared} cells within 2 paper std.", ""])
