@@ -173,7 +173,7 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
                 on_cell(table, row, method, cell / 3600)
                 seconds += cell
         out.append({"table": table, "cells": len(rows) * len(methods),
-                    "hours (10 seeds x 300 epochs, upper bound)": seconds / 3600})
+                    "hours (10 seeds, each row's epoch limit; upper bound)": seconds / 3600})
     return out
 
 

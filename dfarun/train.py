@@ -47,6 +47,12 @@ class Protocol:
     align_every: int = 0       # steps between alignment measurements (0: off, costs nothing)
     freeze_first: int = 0      # epochs during which the first hidden layer is not updated
 
+    def __post_init__(self):
+        # config validation (checks.py) says this to users; here it guards code that builds a
+        # Protocol directly from ending in a division by zero at the first epoch
+        if self.schedule == "step" and self.halve_every < 1:
+            raise ValueError(f"halve_every={self.halve_every}: expected an int >= 1 with schedule='step'")
+
 
 # --- epochs --------------------------------------------------------------------------------
 

@@ -101,6 +101,13 @@ def test_step_schedule_halves_every_n_epochs_and_runs_to_max_epochs():
     assert train._step_schedule(state, 1, 0.0, 1.0, step) == "converged"
 
 
+@pytest.mark.parametrize("halve_every", [0, -1])
+def test_a_step_schedule_without_a_period_is_refused_where_it_is_built(halve_every):
+    with pytest.raises(ValueError, match=f"halve_every={halve_every}: expected an int >= 1"):
+        Protocol(1e-3, 64, 25, schedule="step", halve_every=halve_every)
+    Protocol(1e-3, 64, 25, schedule="auto", halve_every=halve_every)  # unused there: no check
+
+
 @pytest.mark.parametrize("loss", [float("nan"), float("inf")])
 def test_non_finite_loss_diverges(loss):
     state = fresh_state()
