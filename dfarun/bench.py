@@ -229,8 +229,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{'one at a time' if device.type == 'cpu' else 'all stacked'}\n")
     if args.estimate:
         print(f"Paper-profile cost per cell, as each is timed ({'eager' if args.eager else 'compiled'} step)")
-        rows = estimate_tables(device, args.estimate_examples, protocol, [int(t) for t in args.tables.split(",")],
-                               on_cell=lambda t, row, m, h: print(f"  table {t} {row:<16} {m:<4} {h:6.3f} h", flush=True))
+        say = lambda t, row, m, hours: print(f"  table {t} {row:<16} {m:<4} {hours:6.3f} h", flush=True)
+        rows = estimate_tables(device, args.estimate_examples, protocol,
+                               [int(t) for t in args.tables.split(",")], on_cell=say)
         print(f"Paper-profile cost per table ({args.estimate_examples:,} examples timed per cell)")
         print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
 

@@ -4,9 +4,10 @@
 
 For each table it writes results/tableN.md and .tex (for people: the table, then per cell the
 seeds, epochs and stop reasons) and .csv (for machines: the numbers, one line per cell), and
-prints the Markdown; with Table 1 and --compare, also results/headline.md (headline.py). The paper's own numbers are data (paper_results.csv, transcribed from
-the paper). Which records count, which seeds learned and which experiment fills a cell are
-decided in records.py, shared with dfarun-figures.
+prints the Markdown; with Table 1 and --compare, also results/headline.md (headline.py). The
+paper's own numbers are data (paper_results.csv, transcribed from the paper). Which records
+count, which seeds learned and which experiment fills a cell are decided in records.py,
+shared with dfarun-figures.
 """
 from __future__ import annotations
 
