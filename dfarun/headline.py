@@ -4,14 +4,17 @@
 README.md and results/README.md carry a copy of its table, which
 tests/test_committed_results.py holds to the committed records.
 
-A cell's cost is summed over the jobs that trained its seeds (a job: one stack of seeds on
-one device). A job's time is its longest seed's epochs times that seed's median epoch time:
-the median, because jobs were paused (SIGSTOP) while benchmarks ran, and a paused epoch's
-seconds say nothing of the job. On a CPU that time is multiplied by the job's threads (core
-time: a cost, not a benchmark); on a GPU it is the job's wall time.
+A cell's cost is summed over the jobs that trained its seeds (a job: one list of seeds on one
+device; a rerun of the same list counts once). A job's time is its longest seed's epochs
+times that seed's median epoch time: the median, because jobs were paused (SIGSTOP) while
+benchmarks ran, and a paused epoch's seconds say nothing of the job. On a CPU that time is
+multiplied by the job's threads (core time: a cost, not a benchmark); on a GPU it is not (GPU
+time, with whatever else shared the GPU). A cell with a record that has no epoch times shows
+"?" for them.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 
@@ -24,16 +27,38 @@ HEADER = ["row", "method", "ours (test error)", "paper", "distance", "seeds", "e
 
 
 def costs(recs: list) -> tuple[float, float]:
-    """(CPU core seconds, GPU seconds) of the jobs that trained `recs`, one cell's records."""
+    """(CPU core seconds, GPU seconds) of the jobs that trained `recs`, one cell's records;
+    NaN where a record has no epoch times (an older or hand-made record)."""
     jobs: dict[tuple, float] = defaultdict(float)
     for r in recs:
-        seconds = [h["seconds"] for h in r.history if isinstance(h.get("seconds"), (int, float))]
-        if seconds:
-            job = (r.seeds, r.device, r.threads)
-            on_cpu = r.device == "cpu"  # else the GPU's name, as runner writes it
-            jobs[job] = max(jobs[job], statistics.median(seconds) * r.epochs * (r.threads if on_cpu else 1))
-    cpu = sum(s for (_, device, _), s in jobs.items() if device == "cpu")
-    return cpu, sum(jobs.values()) - cpu
+        seconds = [h.get("seconds") for h in r.history]
+        if not seconds or not all(_is_seconds(s) for s in seconds):
+            jobs[(r.seeds, r.device)] = math.nan
+            continue
+        on_cpu = r.device == "cpu"  # else the GPU's name, as runner writes it
+        job = (r.seeds, r.device)
+        jobs[job] = max(jobs[job], statistics.median(seconds) * r.epochs * (r.threads if on_cpu else 1))
+    cpu = sum(s for (_, device), s in jobs.items() if device == "cpu")
+    return cpu, sum(s for (_, device), s in jobs.items() if device != "cpu")
+
+
+def _is_seconds(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def sigma(z: float) -> str:
+    """A distance in paper std, signed, one decimal; never "-0.0" (rounding noise of a zero)."""
+    return f"{round(z, 1) + 0.0:+.1f}"
+
+
+def _minutes(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "?"
+    return "" if not seconds else "<1 min" if seconds < 60 else f"{seconds / 60:.0f} min"
+
+
+def _seconds(seconds: float) -> str:
+    return "?" if math.isnan(seconds) else f"{seconds:.0f} s" if seconds else ""
 
 
 def render(numbers: pd.DataFrame, recs: list) -> str:
@@ -47,13 +72,12 @@ def render(numbers: pd.DataFrame, recs: list) -> str:
         cpu, gpu = costs(filled.get((n.row, n.method), []))
         distance = ""
         if pd.notna(n.distance_paper_std):
-            distance = f"{n.distance_paper_std:+.1f} σ"
+            distance = f"{sigma(n.distance_paper_std)} σ"
             compared += 1
             within += abs(n.distance_paper_std) <= 2
         paper = f"{n.paper_test_mean:.2f} ± {n.paper_test_std:.2f}%" if pd.notna(n.paper_test_mean) else "—"
         ours = f"{n.test_mean:.2f} ± {n.test_std:.2f}%" if n.seeds_learned else "—"  # no seed learned
         cells = [n.row, n.method.upper(), ours, paper, distance,
-                 str(n.seeds_run), f"{n.epochs_mean:.0f}", n.stop, f"{cpu / 60:.0f} min" if cpu else "",
-                 f"{gpu:.0f} s" if gpu else ""]
+                 str(n.seeds_run), f"{n.epochs_mean:.0f}", n.stop, _minutes(cpu), _seconds(gpu)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", f"{within} of {compared} cells within 2 paper std.", ""])

@@ -99,7 +99,7 @@ def build(table: int, cells: pd.DataFrame, compare: bool) -> Table:
             if compare:
                 text = f"{text} / {_paper_cell(n, dataset)}"
                 if pd.notna(n.distance_paper_std):
-                    text += f" ({n.distance_paper_std:+.1f}σ)"
+                    text += f" ({headline.sigma(n.distance_paper_std)}σ)"
             frame[-1][n.method.upper()] = text
             details[-1][n.method.upper()] = _details(n)
     notes = _provenance(nums)

@@ -71,13 +71,13 @@ def test_run_dry_on_cpu(tmp_path):
 
 def test_bench_and_estimate_run_each_argument_set_in_turn(tmp_path):
     """BENCH_ARGS and ESTIMATE_ARGS take ';'-separated argument sets, one bench process each
-    (the estimate: one per set and table), logged in order. `--help` stands in for the real
-    benches: the loop is under test here, not the bench."""
+    (the estimate: one per set and table), logged in order; empty sets cost no run. `--help`
+    stands in for the real benches: the loop is under test here, not the bench."""
     out = tmp_path / "out"
     env = script_env(
         OUT=str(out), ACCEL=str(tmp_path / "no-accel"), DATA=str(tmp_path / "data"), SITE=str(tmp_path / "site"),
         TMPDIR=str(tmp_path), PYTHON=sys.executable, PROBE="0", PHASES="bench estimate", DEADLINE_S="150",
-        BENCH_ARGS="--help ; --eager --help", ESTIMATE_TABLES="1 2", ESTIMATE_ARGS="--help;--eager --help")
+        BENCH_ARGS="--help ; ; --eager --help ;", ESTIMATE_TABLES="1 2", ESTIMATE_ARGS="--help;--eager --help")
     proc = subprocess.run(["bash", str(SCRIPTS / "run.sh")], env=env, capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     bench = (out / "bench.log").read_text()

@@ -68,6 +68,7 @@ def test_the_readmes_carry_the_committed_headline(readme):
     headline = (ROOT / "results" / "headline.md").read_text().strip().splitlines()
     table, count = [line for line in headline if line.startswith("|")], headline[-1]
     text = (ROOT / readme).read_text()
+    assert table[0] in text, f"{readme} has no headline table; copy results/headline.md's into it"
     start = text.index(table[0])
     assert text[start:].splitlines()[:len(table)] == table, f"{readme}'s headline is not results/headline.md's"
     within = count.split(" cells within")[0]  # "19 of 23"

@@ -223,22 +223,34 @@ def test_quick_profile_overrides_the_experiments(make_cfg):
 
 
 def test_headline_costs_core_time_on_a_cpu_and_wall_time_on_a_gpu(tmp_path):
-    """Per job (a stack of seeds on one device): its longest seed's epochs x that seed's median
-    epoch seconds (a paused epoch's 100 s does not count), times its threads on a CPU; jobs
-    add up. Seeds 0-2 on a 2-thread CPU, seeds 3-4 on a GPU."""
-    def rec(seed, seeds, epochs, device, threads, slow=None):
-        r = record(seed=seed, seeds=seeds, epochs=epochs, max_epochs=300, test=1.7, device=device,
-                   cpu_threads=threads)
-        if slow is not None:
-            r["history"][slow]["seconds"] = 100.0  # paused under SIGSTOP
+    """Per job (a list of seeds on one device): its longest seed's epochs x that seed's median
+    epoch seconds (a paused epoch's 1000 s does not count), times its threads on a CPU; the
+    jobs of a cell add up. 2x800 DFA: seeds 0-2 on a 2-thread CPU, 3-5 on a 1-thread CPU,
+    6-7 on a GPU. 1x800 BP has a record without epoch times: its cost is unknown, not zero."""
+    def rec(seed, seeds, epochs, device, threads, per_epoch=60.0, row="2x800 Tanh", method="dfa"):
+        r = record(row=row, method=method, seed=seed, seeds=seeds, epochs=epochs, max_epochs=300, test=1.7,
+                   device=device, cpu_threads=threads)
+        for h in r["history"]:
+            h["seconds"] = per_epoch
         return r
-    cpu = [rec(s, (0, 1, 2), 10 + s, "cpu", 2, slow=0) for s in (0, 1, 2)]
-    gpu = [rec(s, (0, 1, 2, 3, 4), 20, "NVIDIA H200", 5) for s in (3, 4)]
-    write(tmp_path, *cpu, *gpu)
+    cpu_a = [rec(s, (0, 1, 2), 10 + s, "cpu", 2) for s in (0, 1, 2)]
+    cpu_a[2]["history"][0]["seconds"] = 1000.0  # paused under SIGSTOP
+    cpu_b = [rec(s, (3, 4, 5), 30, "cpu", 1) for s in (3, 4, 5)]
+    gpu = [rec(s, tuple(range(8)), 20, "NVIDIA H200", 5, per_epoch=1.0) for s in (6, 7)]
+    unknown = rec(0, (0,), 5, "cpu", 1, row="1x800 Tanh", method="bp")
+    del unknown["history"][3]["seconds"]
+    write(tmp_path, *cpu_a, *cpu_b, *gpu, unknown)
     recs = records.read([tmp_path])
-    assert headline.costs(recs) == (12 * 1.0 * 2, 20 * 1.0)  # seed 2's 12 epochs x 2 threads; the GPU job's 20 s
-    numbers = tables.numbers(1, tables.aggregate(records.frame(recs)))
-    text = headline.render(numbers, recs)
+    dfa = [r for r in recs if r.row == "2x800 Tanh"]
+    assert headline.costs(dfa) == (12 * 60 * 2 + 30 * 60 * 1, 20 * 1.0)  # 24 + 30 core-minutes; 20 GPU s
+    text = headline.render(tables.numbers(1, tables.aggregate(records.frame(recs))), recs)
     (line,) = [x for x in text.splitlines() if x.startswith("| 2x800 Tanh | DFA")]
-    assert line.endswith("| -0.5 σ | 5 | 15 | converged:5 | 0 min | 20 s |")  # 24 core-s: 0 min
-    assert text.strip().endswith("1 of 1 cells within 2 paper std.")
+    assert line.endswith("| -0.5 σ | 8 | 20 | converged:8 | 54 min | 20 s |"), line  # 163 epochs / 8
+    (line,) = [x for x in text.splitlines() if x.startswith("| 1x800 Tanh | BP")]
+    assert line.endswith("| converged:1 | ? |  |"), line
+    assert text.strip().endswith("1 of 2 cells within 2 paper std.")  # 1x800 BP: 1.70 against 1.59 ± 0.04
+
+
+def test_a_zero_distance_reads_plus_zero():
+    assert headline.sigma(-2.8e-15) == "+0.0" and headline.sigma(-0.04) == "+0.0"
+    assert headline.sigma(2.46) == "+2.5" and headline.sigma(-13.05) == "-13.1"
