@@ -71,7 +71,7 @@ def test_the_readmes_carry_the_committed_headline(readme):
     assert table[0] in text, f"{readme} has no headline table; copy results/headline.md's into it"
     start = text.index(table[0])
     assert text[start:].splitlines()[:len(table)] == table, f"{readme}'s headline is not results/headline.md's"
-    within = count.split(" cells within")[0]  # "19 of 23"
+    within = count.split(" cells within")[0]  # e.g. "20 of 24"
     assert f"**{within} cells lie within 2 paper std" in text, (readme, count)
 
 

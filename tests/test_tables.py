@@ -222,7 +222,7 @@ def test_quick_profile_overrides_the_experiments(make_cfg):
     assert cfg.max_epochs == 3
 
 
-def test_headline_costs_core_time_on_a_cpu_and_wall_time_on_a_gpu(tmp_path):
+def test_headline_costs_core_time_on_a_cpu_and_plain_seconds_on_a_gpu(tmp_path):
     """Per job (a list of seeds on one device): its longest seed's epochs x that seed's median
     epoch seconds (a paused epoch's 1000 s does not count), times its threads on a CPU; the
     jobs of a cell add up. 2x800 DFA: seeds 0-2 on a 2-thread CPU, 3-5 on a 1-thread CPU,
