@@ -202,3 +202,53 @@ def test_alignment_is_undefined_while_bp_sends_nothing():
     x, target = batch()
     signal, update = alignment(net, feedback("dfa", net), RULES["dfa"], x, target)
     assert torch.isnan(signal).all() and torch.isnan(update).all()
+
+
+class _AuthorFALinear(torch.autograd.Function):
+    """The author's FA layer (`Models/Linear.lua`), written independently of dfarun: the
+    forward is x Wᵀ + b; the backward sends the output gradient through the layer's own fixed
+    feedback matrix (its weights as first sampled) and computes its weight and bias gradients
+    as BP would."""
+
+    @staticmethod
+    def forward(ctx, x, W, b, feedback):
+        ctx.save_for_backward(x, feedback)
+        return x @ W.T + b
+
+    @staticmethod
+    def backward(ctx, g):
+        x, feedback = ctx.saved_tensors
+        return g @ feedback, g.T @ x, g.sum(0), None
+
+
+def test_fa_trains_like_the_authors_fa_layers_with_torch_rmsprop():
+    """dfarun's FA (init_state + sgd_step) against the author's module stack (`Models/mlp.lua`):
+    the first layer a plain linear layer with its uniform init, every layer above it an FA layer
+    zeroed after its feedback copy was taken, the summed error sigmoid(a) - onehot, and
+    torch.optim.RMSprop. Square hidden layers, so a transposed feedback would not fail on shape."""
+    from dfarun.step import RMSPROP_DECAY, RMSPROP_EPS, sgd_step
+
+    sizes, seed, lr, steps = [D, 6, 6, 6, C], 3, 1e-2, 40
+    ours = init_state([seed], sizes, "tanh", RULES["fa"], torch.device("cpu"))
+    W, b = sample_layers(sizes, torch.Generator().manual_seed(seed))
+    feedback = [w.clone() for w in W]
+    for t in [*W[1:], *b[1:]]:
+        t.zero_()
+    params = [t.requires_grad_() for t in W + b]
+    opt = torch.optim.RMSprop(params, lr=lr, alpha=RMSPROP_DECAY, eps=RMSPROP_EPS)
+    gen = torch.Generator().manual_seed(0)
+    x_all, y_all, eye = torch.rand(40, D, generator=gen), torch.randint(C, (40,), generator=gen), torch.eye(C)
+    for _ in range(steps):
+        idx = torch.randint(40, (1, 8), generator=gen)
+        h = torch.tanh(torch.nn.functional.linear(x_all[idx[0]], W[0], b[0]))
+        for k in range(1, len(W) - 1):
+            h = torch.tanh(_AuthorFALinear.apply(h, W[k], b[k], feedback[k]))
+        a = _AuthorFALinear.apply(h, W[-1], b[-1], feedback[-1])
+        opt.zero_grad()
+        a.backward(torch.sigmoid(a) - eye[y_all[idx[0]]])
+        opt.step()
+        sgd_step(ours.net, ours.feedback, ours.sq_avg, RULES["fa"], x_all, y_all, idx, eye,
+                 torch.tensor([lr]), None, 0.0, (), torch.zeros(1), torch.zeros(1))
+    for theirs, mine in zip(params, ours.net.params):
+        torch.testing.assert_close(mine[0], theirs.detach(), rtol=1e-9, atol=1e-12)
+    assert all(w.abs().max() > 0.01 for w in W[1:])  # the zeroed layers learned: not two idle nets agreeing
