@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import replace
 from math import prod
+from pathlib import Path
 
 import torch
 from tabulate import tabulate
@@ -139,27 +140,33 @@ def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol
 
 # --- what a paper table costs ---------------------------------------------------------------
 
+UPPER = "hours (10 seeds, each row's epoch limit; upper bound)"
+RECORDED = "hours (epochs as recorded; else the limit)"
+
+
 def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tables=(1, 2, 3),
-                    on_cell=lambda table, row, method, hours: None) -> list[dict]:
+                    on_cell=lambda table, row, method, hours: None, epochs: dict | None = None,
+                    skip_rows: tuple[str, ...] = ()) -> list[dict]:
     """Hours to train each table's grid at the paper profile (10 stacked seeds, 300 epochs, or
     a row's shorter train_epochs), from one timed epoch per cell on `examples` examples, scaled
     to the full training set. `on_cell` hears each cell's hours as soon as it is timed (a run
     stopped part-way still tells what it measured).
-    An upper bound: seeds that converge early stop early."""
+    An upper bound: seeds that converge early stop early. `epochs` (recorded_epochs: the most
+    epochs any seed of a cell ran, by (data set, paper row, method)) adds a second figure, the
+    hours at those epochs, for the cells the records have (the rest at their limit)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from .config import CONF_DIR, epoch_limit
-    from .runner import architecture
+    from .runner import architecture, row_label
 
-    grids = {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
+    grids = table_grids(tables)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cells = {t: [(row, compose("config", overrides=[f"experiment=table{t}", f"row={row}"]))
-                     for row in grid.row.split(",")] for t, grid in grids.items()}
+                     for row in grid.row.split(",") if row not in skip_rows] for t, grid in grids.items()}
     out = []
     for table, rows in cells.items():
         methods = grids[table].method.split(",")
-        seconds = 0.0
+        seconds = recorded = 0.0
         for row, cfg in rows:
             shape = IMAGE_SHAPES[cfg.dataset.name]
             data = random_data(examples, prod(shape), cfg.dataset.classes, device, shape)
@@ -169,12 +176,33 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
             full = TRAIN_SIZE[cfg.dataset.name] - (10_000 if cfg.val else 0)
             for method in methods:
                 (epoch,), _ = time_epoch(arch, method, len(cfg.seeds), data, p)
-                cell = epoch * full / examples * epoch_limit(cfg)
-                on_cell(table, row, method, cell / 3600)
-                seconds += cell
-        out.append({"table": table, "cells": len(rows) * len(methods),
-                    "hours (10 seeds, each row's epoch limit; upper bound)": seconds / 3600})
+                per_epoch = epoch * full / examples
+                on_cell(table, row, method, per_epoch * epoch_limit(cfg) / 3600)
+                seconds += per_epoch * epoch_limit(cfg)
+                if epochs is not None:
+                    recorded += per_epoch * epochs.get((cfg.dataset.name, row_label(cfg), method), epoch_limit(cfg))
+        out.append({"table": table, "cells": len(rows) * len(methods), UPPER: seconds / 3600}
+                   | ({RECORDED: recorded / 3600} if epochs is not None else {}))
     return out
+
+
+def table_grids(tables) -> dict:
+    """Each table's sweep (conf/experiment/table<N>.yaml): its rows and methods, comma-separated."""
+    from omegaconf import OmegaConf
+
+    from .config import CONF_DIR
+
+    return {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
+
+
+def recorded_epochs(stores: list[str]) -> dict[tuple[str, str, str], int]:
+    """(data set, paper row, method) -> the most epochs any seed of that cell ran, from the run
+    records in `stores` (the experiment each table shows). A stacked job runs as long as its
+    longest seed, so this is what the cell cost, at the most."""
+    from . import records
+
+    return {(c[0], c[1], c[2]): max(r.epochs for r in rs)
+            for c, rs in records.cells(records.read(map(Path, stores))).items() if not c[3]}
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -193,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--estimate-examples", type=int, default=5_000 if gpu else 256,
                    help="examples timed per table cell for --estimate")
     p.add_argument("--tables", default="1,2,3", help="tables to estimate, comma-separated")
+    p.add_argument("--skip-rows", default="", help="--estimate: rows to leave out, comma-separated (e.g. 100x240_tanh)")
+    p.add_argument("--epochs-from", nargs="+", metavar="STORE", default=None,
+                   help="--estimate: also the hours at the epochs the run records in these stores ran (the "
+                        "longest seed of each cell; cells without records at their limit)")
     p.add_argument("--skip", default="", help="comma-separated parts to leave out: mlp, conv")
     p.add_argument("--eager", action="store_true", help="time the eager step (compile=false)")
     p.add_argument("--repeats", type=int, default=3,
@@ -201,6 +233,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats={args.repeats}: expected an int >= 1")
+    if not args.tables or not set(args.tables.split(",")) <= {"1", "2", "3"}:
+        p.error(f"--tables={args.tables}: expected table numbers from 1, 2, 3, comma-separated")
+    tables = [int(t) for t in args.tables.split(",")]
+    skip_rows = tuple(filter(None, args.skip_rows.split(",")))
+    # any table's row may be named (the accelerator run passes one argument set to each table in turn)
+    known = list(dict.fromkeys(row for grid in table_grids((1, 2, 3)).values() for row in grid.row.split(",")))
+    if unknown := sorted(set(skip_rows) - set(known)):
+        p.error(f"--skip-rows={','.join(unknown)}: not a row of tables 1-3; rows: {', '.join(known)}")
+    if missing := [d for d in args.epochs_from or () if not Path(d).is_dir()]:
+        p.error(f"--epochs-from={missing[0]}: no such directory (a store of run records)")
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -229,9 +271,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{'one at a time' if device.type == 'cpu' else 'all stacked'}\n")
     if args.estimate:
         print(f"Paper-profile cost per cell, as each is timed ({'eager' if args.eager else 'compiled'} step)")
+        epochs = recorded_epochs(args.epochs_from) if args.epochs_from else None
         say = lambda t, row, m, hours: print(f"  table {t} {row:<16} {m:<4} {hours:6.3f} h", flush=True)
-        rows = estimate_tables(device, args.estimate_examples, protocol,
-                               [int(t) for t in args.tables.split(",")], on_cell=say)
+        rows = estimate_tables(device, args.estimate_examples, protocol, tables, on_cell=say, epochs=epochs,
+                               skip_rows=skip_rows)
         print(f"Paper-profile cost per table ({args.estimate_examples:,} examples timed per cell)")
         print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
 

@@ -137,3 +137,37 @@ def test_table_estimate_scales_one_timed_epoch_to_the_paper_profile(monkeypatch)
     assert dropout_cells == 3
     expected = 2.0 * 300 / 8 * (50_000 * (12 - dropout_cells) + 40_000 * dropout_cells) / 3600
     assert row["hours (10 seeds, each row's epoch limit; upper bound)"] == pytest.approx(expected)
+
+
+def test_table_estimate_at_recorded_epochs(monkeypatch, tmp_path):
+    """--epochs-from: a cell the records have costs its longest seed's epochs; the others their
+    limit. Rows left out (--skip-rows) are not timed."""
+    from dfarun import bench
+    monkeypatch.setattr(bench, "time_epoch", lambda arch, method, seeds, data, p: ([2.0], 0.0))
+    skip = ("3x1000_tanh", "3x1000_tanh_do", "conv_tanh")
+    (row,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2], skip_rows=skip,
+                                   epochs={("cifar10", "1x1000 Tanh", "bp"): 30, ("mnist", "1x1000 Tanh", "fa"): 5})
+    per_epoch = 2.0 * 50_000 / 8 / 3600  # hours
+    assert row["cells"] == 3
+    assert row[bench.UPPER] == pytest.approx(3 * 300 * per_epoch)
+    assert row[bench.RECORDED] == pytest.approx((30 + 300 + 300) * per_epoch)  # MNIST's record: another cell
+
+
+def test_recorded_epochs_are_each_cells_longest_seed(tmp_path):
+    from dfarun import bench, store
+    from helpers import record
+    for name, rec in {"a": record(seed=0, epochs=40, max_epochs=300), "b": record(seed=1, epochs=55, max_epochs=300),
+                      "c": record(seed=2, epochs=47, max_epochs=300),
+                      "d": record(method="bp", seed=0, epochs=12, max_epochs=300)}.items():
+        store.write(tmp_path / f"{name}.json", rec)
+    assert bench.recorded_epochs([str(tmp_path)]) == {("mnist", "2x800 Tanh", "dfa"): 55, ("mnist", "2x800 Tanh", "bp"): 12}
+
+
+@pytest.mark.parametrize("args, says", [(["--tables", "4"], "--tables=4: expected table numbers from 1, 2, 3"),
+                                        (["--skip-rows", "9x9_tanh"], "--skip-rows=9x9_tanh: not a row of tables 1-3"),
+                                        (["--epochs-from", "/no/store"], "--epochs-from=/no/store: no such directory")])
+def test_bench_refuses_bad_estimate_options_before_timing_anything(args, says, capsys):
+    from dfarun import bench
+    with pytest.raises(SystemExit) as exit:
+        bench.main(["--estimate", "--gemm-seconds", "60", *args])  # would take minutes if it timed first
+    assert exit.value.code == 2 and says in capsys.readouterr().err
