@@ -39,8 +39,9 @@ PHASES=${PHASES:-"tests bench estimate train"}
 # 2x800 eager, 2x800 compiled, conv_tanh DFA compiled (BENCH_ARGS='': one run, the bench's defaults)
 BENCH_ARGS=${BENCH_ARGS-"--skip conv --eager --repeats 2 --gemm-seconds 0.5 ; --skip conv --repeats 2 --gemm-seconds 0.5 ; --skip mlp --methods dfa --repeats 1 --gemm-seconds 0.2"}
 ESTIMATE_TABLES=${ESTIMATE_TABLES:-"1 2 3"}  # one bench process per table: a timeout keeps the done ones
-# eager: compiling 30 cells takes too long (ESTIMATE_ARGS='': the bench's defaults, compiled)
-ESTIMATE_ARGS=${ESTIMATE_ARGS-"--eager --gemm-seconds 0.2"}
+# eager: compiling 30 cells takes too long (ESTIMATE_ARGS='': the bench's defaults, compiled);
+# --epochs-from: also the hours at the epochs the committed records ran
+ESTIMATE_ARGS=${ESTIMATE_ARGS-"--eager --gemm-seconds 0.2 --epochs-from results/records"}
 PROFILE=${PROFILE:-paper}                 # 10 seeds, at most 300 epochs, the stopping rule
 CONCURRENT=${CONCURRENT:-3}               # cells trained at once (they share the GPU)
 MIN_CELL_S=${MIN_CELL_S:-60}              # no cell is started with fewer seconds than this left
