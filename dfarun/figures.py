@@ -9,6 +9,7 @@ budget that produced it, since a laptop run is usually shorter than the paper's.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from . import records  # noqa: E402
+from . import protocol, records, store  # noqa: E402
 from .config import DfarunError  # noqa: E402
 from .records import Record  # noqa: E402
 
@@ -78,9 +79,11 @@ def _plot_curves(ax, table: pd.DataFrame, label: Callable[[str], str]) -> None:
 
 def _save(fig, table: pd.DataFrame, out: Path, name: str) -> list[Path]:
     fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
-    table.to_csv(out / f"{name}.csv", index=False)
+    store.write_bytes(out / f"{name}.png", png.getvalue())  # whole files or none (store._atomic)
+    store.write_text(out / f"{name}.csv", table.to_csv(index=False))
     return [out / f"{name}.png", out / f"{name}.csv"]
 
 
@@ -127,8 +130,10 @@ def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000
         except ValueError as err:
             print(f"warning: skipping {path}: {err}", file=sys.stderr)
     nets = {m: v for m, v in nets.items() if v is not None}
-    if len(nets) < 2 or data_dir is None:
+    if len(nets) < 2:
         return None
+    if data_dir is None:
+        raise Unavailable("its records are there; it embeds MNIST's test images: rerun with --data-dir <MNIST data_dir>")
     # the test images, min-max scaled as in training; the whole training set sets the scale, as it
     # spans the full pixel range (0..255) whatever subset a run trained on
     data = load(OmegaConf.create({"name": "mnist", "train_size": None}), data_dir, torch.device("cpu"))
@@ -195,10 +200,14 @@ def results_table(name: str, row: str, methods: tuple[str, ...], paper: dict[str
                 + tabulate(pd.DataFrame(shown), headers="keys", tablefmt="github", showindex=False)
                 + "\n\nseeds: learned / asked (a seed learned: it did not diverge and its training error is "
                   "below 90% of chance); — where none learned.\n")
-        (out / f"{name}.md").write_text(text)
-        pd.DataFrame(numbers).to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
+        store.write_text(out / f"{name}.md", text)
+        store.write_text(out / f"{name}.csv", pd.DataFrame(numbers).to_csv(index=False, float_format="%.6g"))
         return [out / f"{name}.md", out / f"{name}.csv"]
     return render
+
+
+class Unavailable(Exception):
+    """A figure whose records exist but which cannot be drawn as asked: the reason, for people."""
 
 
 @dataclass(frozen=True)
@@ -227,21 +236,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="MNIST data_dir, needed to embed test images (Figure 3)")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(f.name for f in FIGURES)}")
     args = p.parse_args(argv)
+    names = [f.name for f in FIGURES]
+    if args.only is not None and not (args.only and set(args.only.split(",")) <= set(names)):
+        return _error(f"--only={args.only!r}: expected a comma-separated subset of {','.join(names)}")
     wanted = [f for f in FIGURES if args.only is None or f.name in args.only.split(",")]
     for root in args.store:
         if not Path(root).is_dir():
-            print(f"dfarun-figures: error: --store={root!r}: no such directory", file=sys.stderr)
-            return 2
-    recs = records.read(Path(root) for root in args.store)  # skips bad records, one warning line each
+            return _error(f"--store={root!r}: no such directory")
+    # records of a paper cell's label but other settings (protocol.py) draw no table-cell figure
+    recs, off = protocol.split(records.read(Path(root) for root in args.store))  # bad records: one warning each
+    for note in protocol.notes(off):
+        print(f"dfarun-figures: note: {note}", file=sys.stderr)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     missing = []
     for figure in wanted:
         try:
+            out.mkdir(parents=True, exist_ok=True)
             written = figure.render(recs, out, args.data_dir)
         except DfarunError as err:  # the MNIST test images are missing or unreadable (Figure 3)
-            print(f"dfarun-figures: error: {figure.name}: {err}", file=sys.stderr)
-            return 2
+            return _error(f"{figure.name}: {err}")
+        except Unavailable as why:
+            print(f"{figure.name}: not drawn: {why}")
+            continue
+        except OSError as err:
+            return _error(f"--out={args.out!r}: cannot write {err.filename or out} ({err.strerror or err})")
         if written:
             print(f"{figure.name}: " + ", ".join(str(w) for w in written))
         else:
@@ -251,5 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _error(message: str) -> int:
+    print(f"dfarun-figures: error: {message}", file=sys.stderr)
+    return 2
+
+
 def cli() -> None:
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # figures are written whole or not at all (below): nothing to clean up
+        print("dfarun-figures: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -9,6 +9,7 @@ part, so a rerun of the same experiment finds its finished seeds and skips them.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -35,18 +36,22 @@ RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "sav
 
 def experiment(cfg: DictConfig) -> dict:
     exp = OmegaConf.to_container(cfg, resolve=True)
-    for key in RUNTIME_KEYS:
-        exp.pop(key, None)
     exp["lr"] = effective_lr(cfg)
-    return exp
+    return {k: v for k, v in exp.items() if k not in RUNTIME_KEYS}
+
+
+def settings(config: dict) -> dict:
+    """The experiment's settings that differ from the schema's defaults: what the key hashes.
+    `config` is experiment(cfg), or the config a record keeps (which has the effective rate too).
+    A new setting whose default keeps the old behaviour leaves existing records findable.
+    (Changing a default's value therefore changes what old records mean: bump FORMAT.)"""
+    defaults = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
+    return _differences({k: v for k, v in config.items() if k not in RUNTIME_KEYS}, defaults)
 
 
 def experiment_key(cfg: DictConfig) -> str:
-    """Hash of the experiment's settings that differ from the schema's defaults, so that a
-    new setting whose default keeps the old behaviour leaves existing records findable.
-    (Changing a default's value therefore changes what old records mean: bump FORMAT.)"""
-    defaults = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
-    blob = json.dumps(_differences(experiment(cfg), defaults), sort_keys=True)
+    """Hash of settings(experiment(cfg))."""
+    blob = json.dumps(settings(experiment(cfg)), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -211,12 +216,22 @@ def json_line(row: dict) -> str:
     return json.dumps(_finite(row), allow_nan=False) + "\n"
 
 
+def write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda f: f.write(text))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data), binary=True)
+
+
 def write_lines(path: Path, rows: list[dict]) -> None:
     _atomic(path, lambda f: f.write("".join(json_line(row) for row in rows)))
 
 
 def _atomic(path: Path, dump, binary: bool = False) -> None:
     """Temp file in the same directory, fsync, rename: readers see all of it or nothing."""
+    if path.is_dir():  # the rename would fail naming the temp file; name the path in the way
+        raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
     fd, tmp = _in_folder(path, lambda: tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from . import headline, records
+from . import headline, protocol, records, store
 
 TABLES = {1: ("mnist", "MNIST"), 2: ("cifar10", "CIFAR-10"), 3: ("cifar100", "CIFAR-100")}
 METHODS = ["bp", "fa", "dfa"]
@@ -209,23 +209,33 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.store).is_dir():
         print(f"dfarun-tables: error: --store={args.store!r}: no such directory", file=sys.stderr)
         return 2
-    recs = records.read([Path(args.store)])
+    recs, off = protocol.split(records.read([Path(args.store)]))
+    for note in protocol.notes(off):
+        print(f"dfarun-tables: note: {note}", file=sys.stderr)
+    if not recs:  # a wrong --store must not overwrite the tables with "not run" everywhere
+        print(f"dfarun-tables: error: --store={args.store!r}: no run records of the paper's cells there",
+              file=sys.stderr)
+        return 2
     cells = aggregate(records.frame(recs))
-    out = Path(args.out)
+    texts, shown = {}, []
     for table in tables:
         built = build(table, cells, args.compare)
-        texts = {f"table{table}.{ext}": text for ext, text in render(table, built, args.compare).items()}
+        texts |= {f"table{table}.{ext}": text for ext, text in render(table, built, args.compare).items()}
         if table == 1 and args.compare:  # the README's results part (headline.py)
             texts["headline.md"] = headline.render(built.numbers, recs)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            for name, text in texts.items():
-                (out / name).write_text(text)
-        except OSError as err:
-            print(f"dfarun-tables: error: --out={args.out!r}: cannot write there ({err.strerror or err})",
-                  file=sys.stderr)
-            return 2
-        print(texts[f"table{table}.md"])
+        shown.append(texts[f"table{table}.md"])
+    # every file complete or not written: the names are checked first, each is written atomically
+    out = Path(args.out)
+    try:
+        if blocked := next((out / name for name in texts if (out / name).is_dir()), None):
+            raise IsADirectoryError(21, "a folder is in the way", str(blocked))
+        for name, text in texts.items():
+            store.write_text(out / name, text)
+    except OSError as err:
+        print(f"dfarun-tables: error: --out={args.out!r}: cannot write {err.filename or out} "
+              f"({err.strerror or err})", file=sys.stderr)
+        return 2
+    print("\n".join(shown))
     return 0
 
 

@@ -3,6 +3,7 @@ constants: a test module imports what it uses, `from helpers import ...`."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfarun import cli, store
+from dfarun import cli, protocol, store
 from dfarun.data import Data
 from dfarun.rules import RULES
 from dfarun.state import init_state
@@ -146,11 +147,27 @@ def record(row="2x800 Tanh", method="dfa", seed=0, test=1.5, train=0.0, stop="co
     epochs = epochs or min(7, max_epochs)
     history = [{"epoch": k, "train_error": 50.0 / k, "test_error": 40.0 / k, "train_loss": 1.0 / k,
                 "seconds": 1.0} for k in range(1, epochs + 1)]
+    config = paper_settings({"dataset": {"name": dataset}, "model": {"name": row.split()[0].lower()},
+                             "method": {"name": method}, "reg": {"name": "none"}}, row)
     return {"format": store.FORMAT, "key": key, "row": row, "seed": seed, "stop": stop, "epochs": epochs,
             "train_error": train, "test_error": test, "history": history,
-            "config": {"dataset": {"name": dataset}, "model": {"name": row.split()[0].lower()},
-                       "method": {"name": method}, "reg": {"name": "none"}, "seeds": list(seeds),
-                       "max_epochs": max_epochs, "profile": profile}, **extra}
+            "config": config | {"seeds": list(seeds), "max_epochs": max_epochs, "profile": profile}, **extra}
+
+
+def paper_settings(config: dict, row: str) -> dict:
+    """`config` with the settings of the paper's cell (its data set, `row`, its method) laid over
+    it, as a record of that cell run by dfarun has them (protocol.py); unchanged for other rows."""
+    cell = (config["dataset"]["name"], row, config["method"]["name"])
+    _merge(config, copy.deepcopy(protocol.paper_cells().get(cell, {})))
+    return config
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def comparable(rec: dict) -> dict:

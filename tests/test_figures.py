@@ -14,7 +14,7 @@ from dfarun.runner import run
 from dfarun.state import init_state
 from dfarun.train import Protocol, fit
 
-from helpers import write_mnist
+from helpers import paper_settings, write_mnist
 
 
 def record(model, method, seed, epochs=4, freeze=0, key=None, stop="max_epochs"):
@@ -25,9 +25,9 @@ def record(model, method, seed, epochs=4, freeze=0, key=None, stop="max_epochs")
             "row": f"{size} {activation.capitalize()}",  # the paper's label, as runner.row_label gives
             "stop": stop, "epochs": epochs, "train_error": history[-1]["train_error"],
             "test_error": history[-1]["test_error"], "history": history,
-            "config": {"dataset": {"name": "mnist"}, "model": {"name": model}, "method": {"name": method},
-                       "reg": {"name": "none"}, "seeds": [0, 1], "max_epochs": epochs, "profile": "quick",
-                       "freeze_first_epochs": freeze}}
+            "config": paper_settings({"dataset": {"name": "mnist"}, "model": {"name": model}, "method": {"name": method},
+                                      "reg": {"name": "none"}}, f"{size} {activation.capitalize()}")
+            | {"seeds": [0, 1], "max_epochs": epochs, "profile": "quick", "freeze_first_epochs": freeze}}
 
 
 def test_figures_render_from_records_and_name_what_is_missing(tmp_path, capsys):
@@ -203,3 +203,34 @@ def test_saved_mlp_names_what_is_wrong(tmp_path):
 def _pt(tmp_path, obj):
     torch.save(obj, tmp_path / "w.pt")
     return tmp_path / "w.pt"
+
+
+def test_figures_cli_refuses_bad_options_and_unwritable_outputs_in_one_line(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for method in ("bp", "fa", "dfa"):
+        store.write(runs / f"{method}.json", record("2x800_tanh", method, 0))
+    for only in ("nope", "", "fig2_right,nope"):
+        assert figures.main(["--store", str(runs), "--only", only]) == 2
+        assert f"--only={only!r}: expected a comma-separated subset of fig2_right,fig2_left" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "file"), "--only", "fig2_right"]) == 2
+    assert f"--out='{tmp_path / 'file'}': cannot write" in capsys.readouterr().err
+    (tmp_path / "figs" / "fig2_right.png").mkdir(parents=True)
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "fig2_right"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'figs' / 'fig2_right.png'} (a folder is in the way)" in err
+    assert "Traceback" not in err and sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["fig2_right.png"]
+
+
+def test_fig3_with_its_records_but_no_data_dir_says_so(tmp_path, capsys):
+    from dfarun.nets import MLP, layer_sizes, sample_layers
+
+    runs = tmp_path / "runs"
+    for method in ("bp", "dfa"):
+        store.write(runs / f"{method}.json", record("3x400_tanh", method, 0))
+        W, b = sample_layers(layer_sizes(784, 3, 400, 10), torch.Generator().manual_seed(1))
+        store.save_weights(runs / f"{method}.pt", MLP([w[None] for w in W], [x[None] for x in b], "tanh"))
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "fig3"]) == 0
+    out = capsys.readouterr().out
+    assert "fig3: not drawn: its records are there; it embeds MNIST's test images: rerun with --data-dir" in out
+    assert "missing records" not in out

@@ -254,3 +254,39 @@ def test_headline_costs_core_time_on_a_cpu_and_plain_seconds_on_a_gpu(tmp_path):
 def test_a_zero_distance_reads_plus_zero():
     assert headline.sigma(-2.8e-15) == "+0.0" and headline.sigma(-0.04) == "+0.0"
     assert headline.sigma(2.46) == "+2.5" and headline.sigma(-13.05) == "-13.1"
+
+
+def test_runs_of_other_settings_under_a_paper_label_are_left_out_with_a_note(tmp_path, capsys):
+    """`model=2x800_tanh model.width=3` is labelled "2x800 Tanh" but is not that row: it must
+    not fill the cell, however many seeds it has; a shorter budget (max_epochs) still does."""
+    runs = tmp_path / "runs"
+    store.write(runs / "real.json", record(method="bp", seed=0, test=1.6, key="real", max_epochs=300, seeds=(0,)))
+    for seed in range(3):
+        narrow = record(method="bp", seed=seed, test=80.0, key="narrow", max_epochs=300)
+        narrow["config"]["model"]["width"] = 3
+        store.write(runs / f"narrow{seed}.json", narrow)
+        small = record(method="dfa", seed=seed, test=50.0, key="small")
+        small["config"]["dataset"]["train_size"] = 50
+        store.write(runs / f"small{seed}.json", small)
+    assert tables.main(["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1"]) == 0
+    out, err = capsys.readouterr()
+    unfiltered = tables.aggregate(tables.load_records(runs)).set_index(["row", "method"])
+    assert unfiltered.loc[("2x800 Tanh", "bp"), "test_mean"] == 80.0  # by seeds, the narrow net would win
+    assert "1.60 ± 0.00%" in out and "80.00" not in out and "50.00" not in out
+    assert "note: mnist 2x800 Tanh BP: records with other settings than the paper's cell left out (model.width=3)" in err
+    assert "note: mnist 2x800 Tanh DFA: records with other settings than the paper's cell left out " \
+           "(dataset.train_size=50)" in err
+
+
+def test_tables_refuse_a_store_without_records_and_write_nothing_half(tmp_path, capsys):
+    empty, out = tmp_path / "empty", tmp_path / "out"
+    empty.mkdir()
+    assert tables.main(["--store", str(empty), "--out", str(out)]) == 2
+    assert "no run records of the paper's cells there" in capsys.readouterr().err and not out.exists()
+    runs = tmp_path / "runs"
+    store.write(runs / "a.json", record())
+    (out / "table1.tex").mkdir(parents=True)  # in the way of the second file
+    assert tables.main(["--store", str(runs), "--out", str(out), "--tables", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {out / 'table1.tex'}" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["table1.tex"]  # neither .md nor .csv: no half set

@@ -1,0 +1,84 @@
+"""Which records may fill a cell of the paper's tables.
+
+A record is filed under its paper row by its model's and regulariser's labels ("2x800 Tanh",
+" + DO"), and those say nothing of overrides: `model=2x800_tanh model.width=3`, `lr=3e-3` or
+`dataset.train_size=500` run under the label "2x800 Tanh" too. A record fills a table cell
+only if it ran that cell's settings, the ones `conf/experiment/table<N>.yaml` composes for
+its row and method, up to the budget (max_epochs; seeds and profile are not settings at all),
+so that `profile=quick` and a short `max_epochs` still fill a (demo) table. The others are
+left out of the tables and of the figures drawn from the tables' cells, with a note that
+names what differs.
+"""
+from __future__ import annotations
+
+from functools import cache
+from typing import Iterable
+
+from omegaconf import OmegaConf
+
+from . import store
+from .config import CONF_DIR
+
+BUDGET = ("max_epochs",)  # may differ from the table's: a shorter run of the same protocol
+
+
+def table_grids(tables: Iterable[int] = (1, 2, 3)) -> dict:
+    """Each table's sweep (conf/experiment/table<N>.yaml): its rows and methods, comma-separated."""
+    return {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
+
+
+@cache
+def paper_cells() -> dict[tuple[str, str, str], dict]:
+    """(data set, paper row, method) -> that cell's settings (store.settings), less the budget."""
+    from hydra import compose, initialize_config_dir
+
+    from .runner import row_label
+
+    cells = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for t, grid in table_grids().items():
+            for row in grid.row.split(","):
+                for method in grid.method.split(","):
+                    cfg = compose("config", overrides=[f"experiment=table{t}", f"row={row}", f"method={method}"])
+                    cells[(cfg.dataset.name, row_label(cfg), method)] = _protocol(store.experiment(cfg))
+    return cells
+
+
+def _protocol(config: dict) -> dict:
+    settings = store.settings(config)
+    for key in BUDGET:
+        settings.pop(key, None)
+    return settings
+
+
+def split(recs: Iterable) -> tuple[list, dict[tuple[str, str, str], set[str]]]:
+    """(the records that may fill the tables' cells, and for each paper cell that some other
+    records claim: the settings by which they differ, as `key=value` overrides). Records of
+    rows outside the tables (the figures' own runs) are kept."""
+    cells, kept, off = paper_cells(), [], {}
+    for r in recs:
+        cell = (r.dataset, r.row, r.method)
+        if cell in cells and (ours := _protocol(r.config)) != cells[cell]:
+            off.setdefault(cell, set()).update(_differing(ours, cells[cell]))
+        else:
+            kept.append(r)
+    return kept, off
+
+
+def _differing(ours: dict, paper: dict, prefix: str = "") -> list[str]:
+    """The dotted keys where `ours` differs from `paper`, with our value (`default` where we
+    kept the schema's default and the paper's cell sets another)."""
+    out = []
+    for key in sorted(ours.keys() | paper.keys()):
+        a, b = ours.get(key, "default"), paper.get(key, "default")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differing(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}={a}")
+    return out
+
+
+def notes(off: dict[tuple[str, str, str], set[str]]) -> list[str]:
+    """One line per cell whose records were left out: what they ran instead."""
+    return [f"{dataset} {row} {method.upper()}: records with other settings than the paper's cell left out "
+            f"({', '.join(sorted(diffs))})" for (dataset, row, method), diffs in sorted(off.items())]
