@@ -85,7 +85,7 @@ def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, s
         for seed in train:  # temp files of a job killed while writing these records
             store.drop_temps(store.record_path(cfg, seed))
             store.drop_temps(store.record_path(cfg, seed).with_suffix(".pt"))
-        resumable = [] if cfg.force else [s for s in train if s in store.checkpoint_seeds(store.checkpoint_path(cfg))]
+        resumable = [s for s in train if s in store.checkpoint_seeds(store.checkpoint_path(cfg), forced_only=cfg.force)]
         # a killed run of this job trained these: resume them together (its one checkpoint holds
         # them all), the others next round; else at most seed_stack seeds, each result unchanged
         train = resumable or train[:seed_stack(cfg, device)]
@@ -148,7 +148,7 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
                         align_every=cfg.align_every if cfg.track_alignment else 0,
                         freeze_first=cfg.freeze_first_epochs)
     ckpt = store.checkpoint_path(cfg)
-    state = None if cfg.force else _resume(ckpt, seeds, device)
+    state = _resume(ckpt, seeds, device, forced_only=cfg.force)
     if state is None:
         state = init_state(seeds, architecture(cfg, data), cfg.model.activation, rule, device)
     log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {state.seeds} on {device}, "
@@ -169,7 +169,8 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     try:
         reporter = Reporter(cfg, state.seeds, state.history, state.epoch, protocol.lr)
         fit(state, data, rule, protocol, on_final=finish, on_rows=reporter.rows, on_step=reporter.step,
-            on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict()) if s.seeds else None, step=step)
+            on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict() | {store.FORCED: cfg.force}) if s.seeds else None,
+            step=step)
     finally:
         if reporter is not None:  # closes whatever writers it opened
             reporter.close()
@@ -178,10 +179,13 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     return records
 
 
-def _resume(path: Path, seeds: list[int], device: torch.device) -> State | None:
-    """The job's last epoch checkpoint, cut to `seeds`, or None to start afresh."""
+def _resume(path: Path, seeds: list[int], device: torch.device, forced_only: bool = False) -> State | None:
+    """The job's last epoch checkpoint, cut to `seeds`, or None to start afresh (always, when
+    `forced_only` and no force=true job wrote it: force=true retrains from scratch)."""
     saved = store.load_checkpoint(path)
     if saved is None:
+        return None
+    if not saved.pop(store.FORCED, False) and forced_only:  # from before force=true asked to start afresh
         return None
     try:
         state = State.from_dict(saved, device)

@@ -85,6 +85,11 @@ def checkpoint_path(cfg: DictConfig) -> Path:
 
 # --- checkpoints and weights -----------------------------------------------------------------
 
+# in a checkpoint that a force=true job wrote: a rerun with force=true resumes it (it is that
+# job's own), where it would drop one of a run before the force (records being replaced)
+FORCED = "forced"
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     atomic_save(path, state)
 
@@ -105,13 +110,15 @@ def load_checkpoint(path: Path) -> dict | None:
         return None
 
 
-def checkpoint_seeds(path: Path) -> list[int]:
+def checkpoint_seeds(path: Path, forced_only: bool = False) -> list[int]:
     """The seeds the checkpoint at path holds; [] when there is none or it cannot be read
-    (quietly: the run that reads it says why)."""
+    (quietly: the run that reads it says why), or when `forced_only` and a job without
+    force=true wrote it (FORCED)."""
     if not path.exists():
         return []
     try:
-        return list(torch.load(path, map_location="cpu", weights_only=True)["seeds"])
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return [] if forced_only and not saved.get(FORCED) else list(saved["seeds"])
     except Exception:
         return []
 

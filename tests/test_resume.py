@@ -270,3 +270,30 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_uninterrupted_records(make_
     reference = run(cfg)
     resumed = [store.read(runs / store.record_path(cfg, s).name) for s in (0, 1)]
     assert [comparable(r) for r in resumed] == [comparable(r) for r in reference]
+
+
+def test_force_retrains_from_scratch_but_resumes_its_own_interrupted_run(make_cfg, tmp_path, count_updates, caplog):
+    """force=true replaces the records and ignores a checkpoint from before; a force=true job
+    that dies leaves a checkpoint that the same command resumes ("rerun the same command")."""
+    caplog.set_level(logging.INFO, logger="dfarun")
+    args = (SMALL, "method=dfa", "max_epochs=6", "seeds=[0,1]")
+    old = run(make_cfg(*args, "max_epochs=6"))
+    cfg = make_cfg(*args, "force=true")
+    count_updates.update(calls=0, crash_at=3 * BATCHES + 2)   # dies in epoch 4 of the forced run
+    with pytest.raises(Crash):
+        run(cfg)
+    assert store.load_checkpoint(store.checkpoint_path(cfg))[store.FORCED] is True
+    count_updates.update(calls=0, crash_at=None)
+    caplog.clear()
+    forced = run(cfg)                                         # the same command again
+    assert "resuming seeds [0, 1] after epoch 3" in caplog.text and count_updates["calls"] == 3 * BATCHES
+    same = lambda rs: [{k: v for k, v in comparable(r).items() if k != "config"} for r in rs]  # config: force
+    assert same(forced) == same(old)  # the same training as before the force, written anew
+    # a checkpoint a run *without* force left is not the forced job's: force starts afresh
+    count_updates.update(calls=0, crash_at=3 * BATCHES + 2)
+    with pytest.raises(Crash):
+        run(make_cfg(*args, "seeds=[0,1,2]"))                 # seed 2 is new: it trains, and dies
+    count_updates.update(calls=0, crash_at=None)
+    caplog.clear()
+    run(make_cfg(*args, "seeds=[0,1,2]", "force=true"))
+    assert "resuming" not in caplog.text and count_updates["calls"] == 6 * BATCHES  # all 6 epochs, 3 seeds stacked
