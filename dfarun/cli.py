@@ -44,8 +44,10 @@ def _set_threads() -> None:
     for a plain run, cores // n_jobs in joblib's workers (joblib sets OMP_NUM_THREADS there)."""
     threads = os.environ.get("DFARUN_THREADS", "")
     if threads:
-        if not threads.isdigit() or int(threads) < 1:
-            raise DfarunError(f"DFARUN_THREADS={threads!r}: expected an int >= 1")
+        # more threads than some small multiple of the cores is a typo; OpenMP crashes on huge counts
+        most = 4 * (os.cpu_count() or 1)
+        if not threads.isdigit() or not 1 <= int(threads) <= most:
+            raise DfarunError(f"DFARUN_THREADS={threads!r}: expected an int from 1 to {most} (4 x this machine's cores)")
     elif HydraConfig.initialized():
         threads = str(OmegaConf.select(HydraConfig.get(), "launcher.cpus_per_task", default=None) or "")
     if threads:

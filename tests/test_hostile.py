@@ -94,6 +94,14 @@ def test_a_store_entry_that_is_a_file_is_refused_before_any_training(tmp_path, e
     assert os.listdir(runs) == [entry] and (runs / entry).read_text() == "mine"
 
 
+def test_a_store_that_is_a_broken_symlink_is_refused_in_words(tmp_path):
+    (tmp_path / "runs").symlink_to(tmp_path / "gone")
+    result = run_dfarun(tmp_path, *FAST, f"store={tmp_path / 'runs'}", "max_epochs=2")
+    assert result.code == 2
+    assert f"is a broken symbolic link (to {tmp_path / 'gone'})" in result.line()
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_folder_where_a_record_goes_is_refused(tmp_path, make_cfg):
     cfg = make_cfg(*FAST, f"store={tmp_path / 'runs'}")
     store.record_path(cfg, 0).mkdir(parents=True)
@@ -218,3 +226,11 @@ def test_a_real_sigint_to_the_console_script(tmp_path):
     assert proc.returncode == 130, err
     assert Result(130, out, err).line().startswith("dfarun: interrupted")
     assert checkpoints(runs) and not list(runs.glob("*.json"))
+
+
+@pytest.mark.parametrize("threads", ["0", "x", "100000"])
+def test_a_bad_thread_count_is_refused_in_one_line(tmp_path, threads):
+    result = run_dfarun(tmp_path, *FAST, f"store={tmp_path / 'runs'}", env={"DFARUN_THREADS": threads})
+    assert result.code == 2
+    assert f"DFARUN_THREADS='{threads}': expected an int from 1 to {4 * os.cpu_count()}" in result.line()
+    assert not (tmp_path / "runs").exists()
