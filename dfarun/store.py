@@ -155,12 +155,16 @@ def read(path: Path) -> dict | None:
 
 def load(path: Path) -> dict:
     """The record at path; ValueError saying why when it is not a finished record of ours."""
+    if path.exists() and not path.is_file():  # a FIFO would block the read; a folder cannot be one
+        raise ValueError("not a regular file")
     try:
         rec = json.loads(path.read_text())
     except OSError as err:
         raise ValueError(f"unreadable ({err.strerror or type(err).__name__})") from None
     except ValueError as err:  # truncated, empty, not UTF-8
         raise ValueError(f"not JSON ({err})") from None
+    except RecursionError:  # nested deeper than any record: a foreign or hostile file
+        raise ValueError("not JSON (nested too deeply)") from None
     if not isinstance(rec, dict):
         raise ValueError(f"a JSON {type(rec).__name__}, not a record")
     if rec.get("format") != FORMAT:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 from pathlib import Path
@@ -122,6 +123,7 @@ BAD_FILES = {
     "no_row.json": json.dumps({k: v for k, v in record().items() if k != "row"}),
     "dataset_str.json": json.dumps({**record(), "config": {**record()["config"], "dataset": "mnist"}}),
     "best_val_list.json": json.dumps(record(best_val=[1.3])),
+    "deep.json": "[" * 100_000,  # json's parser recurses: RecursionError, not ValueError
 }
 
 
@@ -135,13 +137,14 @@ def test_tables_cli_skips_every_kind_of_bad_file_with_one_line_and_counts_none(t
         (runs / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     (runs / ".good2.json.abc123.tmp").write_text('{"format": 2, "ke')      # a write in progress
     (runs / "folder.json").mkdir()                                        # not even a file
+    os.mkfifo(runs / "pipe.json")                                         # reading it would block
     (runs / "notes.txt").write_text("not a record")
 
     frame = tables.load_records(runs)
     assert sorted(frame.seed) == [0, 1] and sorted(frame.test_error) == [1.0, 2.0]
     err = capsys.readouterr().err.splitlines()
     skipped = {Path(re.match(r"warning: skipping (\S+): \S", line)[1]).name for line in err}
-    assert skipped == set(BAD_FILES) | {"good0_copy.json", "folder.json"}
+    assert skipped == set(BAD_FILES) | {"good0_copy.json", "folder.json", "pipe.json"}
     assert len(err) == len(skipped)                                        # one line each
     assert all(line.startswith("warning: skipping ") for line in err)
 
