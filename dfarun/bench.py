@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .conv import ConvArch
 from .data import IMAGE_SHAPES, Data
 from .nets import Dropout, MLPArch, layer_sizes
+from .protocol import table_grids
 from .rules import RULES
 from .state import init_state
 from .step import Step, updates
@@ -184,15 +185,6 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
         out.append({"table": table, "cells": len(rows) * len(methods), UPPER: seconds / 3600}
                    | ({RECORDED: recorded / 3600} if epochs is not None else {}))
     return out
-
-
-def table_grids(tables) -> dict:
-    """Each table's sweep (conf/experiment/table<N>.yaml): its rows and methods, comma-separated."""
-    from omegaconf import OmegaConf
-
-    from .config import CONF_DIR
-
-    return {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
 
 
 def recorded_epochs(stores: list[str]) -> dict[tuple[str, str, str], int]:

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from . import protocol, records, store  # noqa: E402
+from . import atomic, protocol, records  # noqa: E402
 from .config import DfarunError  # noqa: E402
 from .records import Record  # noqa: E402
 
@@ -82,8 +82,8 @@ def _save(fig, table: pd.DataFrame, out: Path, name: str) -> list[Path]:
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
-    store.write_bytes(out / f"{name}.png", png.getvalue())  # whole files or none (store._atomic)
-    store.write_text(out / f"{name}.csv", table.to_csv(index=False))
+    atomic.write_bytes(out / f"{name}.png", png.getvalue())  # whole files or none
+    atomic.write_text(out / f"{name}.csv", table.to_csv(index=False))
     return [out / f"{name}.png", out / f"{name}.csv"]
 
 
@@ -200,8 +200,8 @@ def results_table(name: str, row: str, methods: tuple[str, ...], paper: dict[str
                 + tabulate(pd.DataFrame(shown), headers="keys", tablefmt="github", showindex=False)
                 + "\n\nseeds: learned / asked (a seed learned: it did not diverge and its training error is "
                   "below 90% of chance); — where none learned.\n")
-        store.write_text(out / f"{name}.md", text)
-        store.write_text(out / f"{name}.csv", pd.DataFrame(numbers).to_csv(index=False, float_format="%.6g"))
+        atomic.write_text(out / f"{name}.md", text)
+        atomic.write_text(out / f"{name}.csv", pd.DataFrame(numbers).to_csv(index=False, float_format="%.6g"))
         return [out / f"{name}.md", out / f"{name}.csv"]
     return render
 

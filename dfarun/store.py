@@ -9,18 +9,16 @@ part, so a rerun of the same experiment finds its finished seeds and skips them.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import atomic
 from .config import Config, ConfigError, check_folder, effective_lr
 from .locks import Lock, acquire, drop_stale_locks  # noqa: F401 (the runner takes its locks here)
 
@@ -96,7 +94,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def atomic_save(path: Path, obj) -> None:
     """torch.save that readers see whole or not at all (checkpoints, the ZCA cache)."""
-    _atomic(path, lambda f: torch.save(obj, f), binary=True)
+    atomic.write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def load_checkpoint(path: Path) -> dict | None:
@@ -127,19 +125,19 @@ def save_weights(path: Path, net) -> None:
     """One seed's final network (save_weights=true), for analyses such as Figure 3; a conv
     net's also carries its shape (`arch`)."""
     saved = net.to_dict() | {"weights": [w[0] for w in net.weights], "biases": [b[0] for b in net.biases]}
-    _atomic(path, lambda f: torch.save(saved, f), binary=True)
+    atomic.write(path, lambda f: torch.save(saved, f), binary=True)
 
 
 def drop_checkpoint(path: Path) -> None:
     """The job is done: remove its checkpoint. Only the holder of the job's lock calls this, so
-    no live job is writing the temp files it removes. The folder stays (see _in_folder)."""
+    no live job is writing the temp files it removes. The folder stays (see atomic.write)."""
     path.unlink(missing_ok=True)
     drop_temps(path)
 
 
 def drop_temps(path: Path) -> None:
     """Remove the temp files a job killed while writing `path` left behind."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+    for tmp in atomic.temps(path):
         tmp.unlink(missing_ok=True)
 
 
@@ -206,7 +204,7 @@ def _complete(rec: dict, path: Path) -> None:
 
 
 def write(path: Path, record: dict) -> None:
-    _atomic(path, lambda f: json.dump(_finite(record), f, indent=1, allow_nan=False))
+    atomic.write(path, lambda f: json.dump(_finite(record), f, indent=1, allow_nan=False))
 
 
 # --- live histories (progress.Reporter writes them; tables and figures never read them) ----------
@@ -227,40 +225,8 @@ def json_line(row: dict) -> str:
     return json.dumps(_finite(row), allow_nan=False) + "\n"
 
 
-def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda f: f.write(text))
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda f: f.write(data), binary=True)
-
-
 def write_lines(path: Path, rows: list[dict]) -> None:
-    _atomic(path, lambda f: f.write("".join(json_line(row) for row in rows)))
-
-
-def _atomic(path: Path, dump, binary: bool = False) -> None:
-    """Temp file in the same directory, fsync, rename: readers see all of it or nothing."""
-    if path.is_dir():  # the rename would fail naming the temp file; name the path in the way
-        raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
-    fd, tmp = _in_folder(path, lambda: tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            dump(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _in_folder(path: Path, create):
-    """create() a file in path's folder, making the folder first. No job ever removes a folder
-    of the store (checkpoints/, locks/ stay, empty), so the folder is still there for create()."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return create()
+    atomic.write_text(path, "".join(json_line(row) for row in rows))
 
 
 def _finite(obj):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from . import headline, protocol, records, store
+from . import atomic, headline, protocol, records
 
 TABLES = {1: ("mnist", "MNIST"), 2: ("cifar10", "CIFAR-10"), 3: ("cifar100", "CIFAR-100")}
 METHODS = ["bp", "fa", "dfa"]
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if blocked := next((out / name for name in texts if (out / name).is_dir()), None):
             raise IsADirectoryError(21, "a folder is in the way", str(blocked))
         for name, text in texts.items():
-            store.write_text(out / name, text)
+            atomic.write_text(out / name, text)
     except OSError as err:
         print(f"dfarun-tables: error: --out={args.out!r}: cannot write {err.filename or out} "
               f"({err.strerror or err})", file=sys.stderr)
