@@ -147,14 +147,15 @@ RECORDED = "hours (epochs as recorded; else the limit)"
 
 def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tables=(1, 2, 3),
                     on_cell=lambda table, row, method, hours: None, epochs: dict | None = None,
-                    skip_rows: tuple[str, ...] = ()) -> list[dict]:
+                    skip_rows: tuple[str, ...] = (), rows: tuple[str, ...] = ()) -> list[dict]:
     """Hours to train each table's grid at the paper profile (10 stacked seeds, 300 epochs, or
     a row's shorter train_epochs), from one timed epoch per cell on `examples` examples, scaled
     to the full training set. `on_cell` hears each cell's hours as soon as it is timed (a run
     stopped part-way still tells what it measured).
     An upper bound: seeds that converge early stop early. `epochs` (recorded_epochs: the most
     epochs any seed of a cell ran, by (data set, paper row, method)) adds a second figure, the
-    hours at those epochs, for the cells the records have (the rest at their limit)."""
+    hours at those epochs, for the cells the records have (the rest at their limit). `rows`:
+    only these rows (all when empty); `skip_rows`: not these."""
     from hydra import compose, initialize_config_dir
 
     from .config import CONF_DIR, epoch_limit
@@ -163,7 +164,7 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
     grids = table_grids(tables)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cells = {t: [(row, compose("config", overrides=[f"experiment=table{t}", f"row={row}"]))
-                     for row in grid.row.split(",") if row not in skip_rows] for t, grid in grids.items()}
+                     for row in grid.row.split(",") if row not in skip_rows and (not rows or row in rows)] for t, grid in grids.items()}
     out = []
     for table, rows in cells.items():
         methods = grids[table].method.split(",")
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--estimate-examples", type=int, default=5_000 if gpu else 256,
                    help="examples timed per table cell for --estimate")
     p.add_argument("--tables", default="1,2,3", help="tables to estimate, comma-separated")
+    p.add_argument("--rows", default="", help="--estimate: only these rows, comma-separated (default: all)")
     p.add_argument("--skip-rows", default="", help="--estimate: rows to leave out, comma-separated (e.g. 100x240_tanh)")
     p.add_argument("--epochs-from", nargs="+", metavar="STORE", default=None,
                    help="--estimate: also the hours at the epochs the run records in these stores ran (the "
@@ -228,11 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.tables or not set(args.tables.split(",")) <= {"1", "2", "3"}:
         p.error(f"--tables={args.tables}: expected table numbers from 1, 2, 3, comma-separated")
     tables = [int(t) for t in args.tables.split(",")]
-    skip_rows = tuple(filter(None, args.skip_rows.split(",")))
+    only, skip_rows = (tuple(filter(None, a.split(","))) for a in (args.rows, args.skip_rows))
     # any table's row may be named (the accelerator run passes one argument set to each table in turn)
     known = list(dict.fromkeys(row for grid in table_grids((1, 2, 3)).values() for row in grid.row.split(",")))
-    if unknown := sorted(set(skip_rows) - set(known)):
-        p.error(f"--skip-rows={','.join(unknown)}: not a row of tables 1-3; rows: {', '.join(known)}")
+    for flag, names in (("--rows", only), ("--skip-rows", skip_rows)):
+        if unknown := sorted(set(names) - set(known)):
+            p.error(f"{flag}={','.join(unknown)}: not a row of tables 1-3; rows: {', '.join(known)}")
     if missing := [d for d in args.epochs_from or () if not Path(d).is_dir()]:
         p.error(f"--epochs-from={missing[0]}: no such directory (a store of run records)")
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs = recorded_epochs(args.epochs_from) if args.epochs_from else None
         say = lambda t, row, m, hours: print(f"  table {t} {row:<16} {m:<4} {hours:6.3f} h", flush=True)
         rows = estimate_tables(device, args.estimate_examples, protocol, tables, on_cell=say, epochs=epochs,
-                               skip_rows=skip_rows)
+                               skip_rows=skip_rows, rows=only)
         print(f"Paper-profile cost per table ({args.estimate_examples:,} examples timed per cell)")
         print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
 

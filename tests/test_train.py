@@ -151,6 +151,8 @@ def test_table_estimate_at_recorded_epochs(monkeypatch, tmp_path):
     assert row["cells"] == 3
     assert row[bench.UPPER] == pytest.approx(3 * 300 * per_epoch)
     assert row[bench.RECORDED] == pytest.approx((30 + 300 + 300) * per_epoch)  # MNIST's record: another cell
+    (only,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2], rows=("conv_tanh",))
+    assert only["cells"] == 3
 
 
 def test_recorded_epochs_are_each_cells_longest_seed(tmp_path):
@@ -165,6 +167,7 @@ def test_recorded_epochs_are_each_cells_longest_seed(tmp_path):
 
 @pytest.mark.parametrize("args, says", [(["--tables", "4"], "--tables=4: expected table numbers from 1, 2, 3"),
                                         (["--skip-rows", "9x9_tanh"], "--skip-rows=9x9_tanh: not a row of tables 1-3"),
+                                        (["--rows", "1x800_tanh,nope"], "--rows=nope: not a row of tables 1-3"),
                                         (["--epochs-from", "/no/store"], "--epochs-from=/no/store: no such directory")])
 def test_bench_refuses_bad_estimate_options_before_timing_anything(args, says, capsys):
     from dfarun import bench
