@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .conv import ConvArch
 from .data import IMAGE_SHAPES, Data
 from .nets import Dropout, MLPArch, layer_sizes
-from .protocol import table_grids
+from .protocol import table_grids, table_rows
 from .rules import RULES
 from .state import init_state
 from .step import Step, updates
@@ -147,24 +147,20 @@ RECORDED = "hours (epochs as recorded; else the limit)"
 
 def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tables=(1, 2, 3),
                     on_cell=lambda table, row, method, hours: None, epochs: dict | None = None,
-                    skip_rows: tuple[str, ...] = (), rows: tuple[str, ...] = ()) -> list[dict]:
+                    skip_rows: tuple[str, ...] = (), only_rows: tuple[str, ...] = ()) -> list[dict]:
     """Hours to train each table's grid at the paper profile (10 stacked seeds, 300 epochs, or
     a row's shorter train_epochs), from one timed epoch per cell on `examples` examples, scaled
     to the full training set. `on_cell` hears each cell's hours as soon as it is timed (a run
     stopped part-way still tells what it measured).
     An upper bound: seeds that converge early stop early. `epochs` (recorded_epochs: the most
     epochs any seed of a cell ran, by (data set, paper row, method)) adds a second figure, the
-    hours at those epochs, for the cells the records have (the rest at their limit). `rows`:
-    only these rows (all when empty); `skip_rows`: not these."""
-    from hydra import compose, initialize_config_dir
-
-    from .config import CONF_DIR, epoch_limit
+    hours at those epochs, for the cells the records have (the rest at their limit).
+    `only_rows`: only these rows (all when empty); `skip_rows`: not these."""
+    from .config import epoch_limit
     from .runner import architecture, row_label
 
     grids = table_grids(tables)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cells = {t: [(row, compose("config", overrides=[f"experiment=table{t}", f"row={row}"]))
-                     for row in grid.row.split(",") if row not in skip_rows and (not rows or row in rows)] for t, grid in grids.items()}
+    cells = table_rows(tables, keep=lambda row: row not in skip_rows and (not only_rows or row in only_rows))
     out = []
     for table, rows in cells.items():
         methods = grids[table].method.split(",")
@@ -192,10 +188,10 @@ def recorded_epochs(stores: list[str]) -> dict[tuple[str, str, str], int]:
     """(data set, paper row, method) -> the most epochs any seed of that cell ran, from the run
     records in `stores` (the experiment each table shows). A stacked job runs as long as its
     longest seed, so this is what the cell cost, at the most."""
-    from . import records
+    from . import protocol, records
 
-    return {(c[0], c[1], c[2]): max(r.epochs for r in rs)
-            for c, rs in records.cells(records.read(map(Path, stores))).items() if not c[3]}
+    kept, _ = protocol.split(records.read(map(Path, stores)))  # the runs the tables count
+    return {(c[0], c[1], c[2]): max(r.epochs for r in rs) for c, rs in records.cells(kept).items() if not c[3]}
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -269,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs = recorded_epochs(args.epochs_from) if args.epochs_from else None
         say = lambda t, row, m, hours: print(f"  table {t} {row:<16} {m:<4} {hours:6.3f} h", flush=True)
         rows = estimate_tables(device, args.estimate_examples, protocol, tables, on_cell=say, epochs=epochs,
-                               skip_rows=skip_rows, rows=only)
+                               skip_rows=skip_rows, only_rows=only)
         print(f"Paper-profile cost per table ({args.estimate_examples:,} examples timed per cell)")
         print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
 

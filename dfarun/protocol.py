@@ -11,10 +11,11 @@ names what differs.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import cache
 from typing import Iterable
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from . import store
 from .config import CONF_DIR
@@ -27,20 +28,31 @@ def table_grids(tables: Iterable[int] = (1, 2, 3)) -> dict:
     return {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
 
 
+def table_rows(tables: Iterable[int] = (1, 2, 3), keep=lambda row: True) -> dict[int, list[tuple[str, DictConfig]]]:
+    """Each table's rows that `keep` keeps, composed as `experiment=table<N> row=<row>` (the
+    method left at the default: a method's config is its name alone)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    # inside a Hydra app (or a test's initialize) its own instance composes; else one of ours
+    here = nullcontext() if GlobalHydra.instance().is_initialized() else \
+        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
+    with here:
+        return {t: [(row, compose("config", overrides=[f"experiment=table{t}", f"row={row}"]))
+                    for row in grid.row.split(",") if keep(row)] for t, grid in table_grids(tables).items()}
+
+
 @cache
 def paper_cells() -> dict[tuple[str, str, str], dict]:
     """(data set, paper row, method) -> that cell's settings (store.settings), less the budget."""
-    from hydra import compose, initialize_config_dir
-
     from .runner import row_label
 
-    cells = {}
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for t, grid in table_grids().items():
-            for row in grid.row.split(","):
-                for method in grid.method.split(","):
-                    cfg = compose("config", overrides=[f"experiment=table{t}", f"row={row}", f"method={method}"])
-                    cells[(cfg.dataset.name, row_label(cfg), method)] = _protocol(store.experiment(cfg))
+    cells, grids = {}, table_grids()
+    for t, rows in table_rows().items():
+        for _, cfg in rows:
+            for method in grids[t].method.split(","):
+                cfg.method.name = method
+                cells[(cfg.dataset.name, row_label(cfg), method)] = _protocol(store.experiment(cfg))
     return cells
 
 
@@ -66,11 +78,11 @@ def split(recs: Iterable) -> tuple[list, dict[tuple[str, str, str], set[str]]]:
 
 
 def _differing(ours: dict, paper: dict, prefix: str = "") -> list[str]:
-    """The dotted keys where `ours` differs from `paper`, with our value (`default` where we
-    kept the schema's default and the paper's cell sets another)."""
+    """The dotted keys where `ours` differs from `paper`, with our value ("(absent)" where ours
+    keeps the schema's default, or predates the key, and the paper's cell sets another)."""
     out = []
     for key in sorted(ours.keys() | paper.keys()):
-        a, b = ours.get(key, "default"), paper.get(key, "default")
+        a, b = ours.get(key, "(absent)"), paper.get(key, "(absent)")
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differing(a, b, f"{prefix}{key}.")
         elif a != b:

@@ -40,12 +40,15 @@ def run(cfg: DictConfig) -> list[dict]:
 def _run(cfg: DictConfig) -> list[dict]:
     device = resolve_device(cfg.device)
     seeds = list(cfg.seeds)
-    # force=true replaces the records there now, but not one another job writes meanwhile
-    stale = {s: _stamp(store.record_path(cfg, s)) for s in seeds} if cfg.force else {}
+    ckpt = store.checkpoint_path(cfg)
+    # force=true replaces the records written before it began: not those another job writes
+    # meanwhile, nor those this forced job wrote before it was stopped (store.force_began)
+    began = store.force_began(cfg) if cfg.force else None
+    stale = {s: stamp for s in seeds if (stamp := _stamp(store.record_path(cfg, s))) and stamp[1] < began} \
+        if cfg.force else {}
     done = _finished(cfg, seeds, stale)
     if done:
         log.info(f"skipping seeds {sorted(done)}: records exist in {cfg.store}/ (force=true retrains)")
-    ckpt = store.checkpoint_path(cfg)
     if (stack := seed_stack(cfg, device)) < len(seeds) - len(done):
         why = "" if cfg.seed_stack is not None else " (seed_stack=null: conv seeds do not gain from stacking on a CPU)"
         log.info(f"training at most {stack} seed{'s' * (stack > 1)} at a time{why}")
@@ -53,6 +56,8 @@ def _run(cfg: DictConfig) -> list[dict]:
         # the data first: a missing or corrupt file stops the job before it writes anything
         data = _data(cfg, device) if len(done) < len(seeds) else None
         config.check_folder("store", cfg.store, "the run records can be written to")
+        if began is not None:
+            store.note_force(cfg, began)
         job = store.acquire(store.job_lock(cfg), wait=False)
         if job is None:
             log.info(f"waiting: an identical job (same experiment and seeds) is running on {cfg.store}/")
@@ -61,17 +66,19 @@ def _run(cfg: DictConfig) -> list[dict]:
         step = Step(cfg.compile, device) if len(done) < len(seeds) else None
         try:
             while todo := [s for s in seeds if s not in done]:
-                done.update(_round(cfg, todo, data, device, stale, step))
+                done.update(_round(cfg, todo, data, device, stale, step, began))
             store.drop_checkpoint(ckpt)  # left by a killed run of this job whose seeds others finished
         finally:
             job.release()
     # lock files of a job killed after its last record: nobody would take those locks again
     store.drop_stale_locks([store.job_lock(cfg), *(store.seed_lock(cfg, s) for s in seeds)])
+    if cfg.force:  # every seed is done: a later force=true is a new job
+        store.drop_force_note(cfg)
     return [done[s] for s in seeds]
 
 
-def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, stale: dict, step: Step | None
-           ) -> dict[int, dict]:
+def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, stale: dict, step: Step | None,
+           began: int | None) -> dict[int, dict]:
     """Lock the seeds of `todo` no other job is training (when all are taken, wait for the first)
     and train at most seed_stack of them (or all that a checkpoint resumes), releasing the rest
     at once; return the records this round produced or found."""
@@ -85,14 +92,14 @@ def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, s
         for seed in train:  # temp files of a job killed while writing these records
             store.drop_temps(store.record_path(cfg, seed))
             store.drop_temps(store.record_path(cfg, seed).with_suffix(".pt"))
-        resumable = [s for s in train if s in store.checkpoint_seeds(store.checkpoint_path(cfg), forced_only=cfg.force)]
+        resumable = [s for s in train if s in store.checkpoint_seeds(store.checkpoint_path(cfg), began)]
         # a killed run of this job trained these: resume them together (its one checkpoint holds
         # them all), the others next round; else at most seed_stack seeds, each result unchanged
         train = resumable or train[:seed_stack(cfg, device)]
         for seed in [s for s in locks if s not in train]:  # free the rest for another job now
             locks.pop(seed).release()
         if train:
-            done.update(_train(cfg, train, data, device, step))
+            done.update(_train(cfg, train, data, device, step, began))
         return done
     finally:
         for lock in locks.values():
@@ -138,8 +145,10 @@ def _data(cfg: DictConfig, device: torch.device) -> Data:
     return data
 
 
-def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, step: Step | None
-           ) -> dict[int, dict]:
+def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, step: Step | None,
+           began: int | None = None) -> dict[int, dict]:
+    """Train `seeds` together (resuming this job's checkpoint where there is one) and write
+    their records; `began`: when the force=true job this is part of began (None: no force)."""
     rule = RULES[cfg.method.name]
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=epoch_limit(cfg),
                         schedule=cfg.schedule, halve_every=cfg.halve_every,
@@ -148,7 +157,7 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
                         align_every=cfg.align_every if cfg.track_alignment else 0,
                         freeze_first=cfg.freeze_first_epochs)
     ckpt = store.checkpoint_path(cfg)
-    state = _resume(ckpt, seeds, device, forced_only=cfg.force)
+    state = _resume(ckpt, seeds, device, began)
     if state is None:
         state = init_state(seeds, architecture(cfg, data), cfg.model.activation, rule, device)
     log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {state.seeds} on {device}, "
@@ -169,7 +178,7 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     try:
         reporter = Reporter(cfg, state.seeds, state.history, state.epoch, protocol.lr)
         fit(state, data, rule, protocol, on_final=finish, on_rows=reporter.rows, on_step=reporter.step,
-            on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict() | {store.FORCED: cfg.force}) if s.seeds else None,
+            on_epoch=lambda s: store.save_checkpoint(ckpt, s.to_dict() | {store.FORCED: began}) if s.seeds else None,
             step=step)
     finally:
         if reporter is not None:  # closes whatever writers it opened
@@ -179,16 +188,14 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     return records
 
 
-def _resume(path: Path, seeds: list[int], device: torch.device, forced_only: bool = False) -> State | None:
-    """The job's last epoch checkpoint, cut to `seeds`, or None to start afresh (always, when
-    `forced_only` and no force=true job wrote it: force=true retrains from scratch)."""
-    saved = store.load_checkpoint(path)
+def _resume(path: Path, seeds: list[int], device: torch.device, began: int | None = None) -> State | None:
+    """The job's last epoch checkpoint, cut to `seeds`, or None to start afresh (always, under
+    force=true, unless the forced job that began at `began` wrote it)."""
+    saved = store.load_checkpoint(path, began)
     if saved is None:
         return None
-    if not saved.pop(store.FORCED, False) and forced_only:  # from before force=true asked to start afresh
-        return None
     try:
-        state = State.from_dict(saved, device)
+        state = State.from_dict({k: v for k, v in saved.items() if k != store.FORCED}, device)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
         log.warning(f"ignoring checkpoint {path}: not a training state of this version")
         return None

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -83,9 +84,33 @@ def checkpoint_path(cfg: DictConfig) -> Path:
 
 # --- checkpoints and weights -----------------------------------------------------------------
 
-# in a checkpoint that a force=true job wrote: a rerun with force=true resumes it (it is that
-# job's own), where it would drop one of a run before the force (records being replaced)
+# A force=true job notes when it began (time.time_ns()) beside its checkpoint, in
+# `<checkpoint>.forced`, until all its seeds are done, and in each checkpoint it writes. The
+# same command, rerun after a stop, takes that time: it keeps the records the job wrote since
+# and resumes only a checkpoint of that same job, never one of a run from before the force.
 FORCED = "forced"
+
+
+def force_began(cfg: DictConfig) -> int:
+    """When this force=true job began: the note a stopped run of it left, else now."""
+    try:
+        return int(_force_note(cfg).read_text())
+    except (OSError, ValueError):  # none (or not ours): a new forced job begins now
+        return time.time_ns()
+
+
+def note_force(cfg: DictConfig, began: int) -> None:
+    """Note `began` for a rerun, once the job is sure to train (its inputs checked)."""
+    if not _force_note(cfg).exists():
+        atomic.write_text(_force_note(cfg), str(began))
+
+
+def drop_force_note(cfg: DictConfig) -> None:
+    _force_note(cfg).unlink(missing_ok=True)
+
+
+def _force_note(cfg: DictConfig) -> Path:
+    return checkpoint_path(cfg).with_suffix(".forced")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -97,27 +122,26 @@ def atomic_save(path: Path, obj) -> None:
     atomic.write(path, lambda f: torch.save(obj, f), binary=True)
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    """The checkpoint at path, or None when there is none or it cannot be read."""
+def load_checkpoint(path: Path, forced: int | None = None, quiet: bool = False) -> dict | None:
+    """The checkpoint at path, or None when there is none, it cannot be read (said unless
+    `quiet`), or `forced` (force_began) and another job than that forced one wrote it."""
     if not path.exists():
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign: start afresh rather than fail
-        log.warning(f"ignoring unreadable checkpoint {path}: {type(err).__name__}")
-        return None
-
-
-def checkpoint_seeds(path: Path, forced_only: bool = False) -> list[int]:
-    """The seeds the checkpoint at path holds; [] when there is none or it cannot be read
-    (quietly: the run that reads it says why), or when `forced_only` and a job without
-    force=true wrote it (FORCED)."""
-    if not path.exists():
-        return []
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        return [] if forced_only and not saved.get(FORCED) else list(saved["seeds"])
-    except Exception:
+    except Exception as err:  # truncated or foreign: start afresh rather than fail
+        if not quiet:
+            log.warning(f"ignoring unreadable checkpoint {path}: {type(err).__name__}")
+        return None
+    return None if forced is not None and not (isinstance(saved, dict) and saved.get(FORCED) == forced) else saved
+
+
+def checkpoint_seeds(path: Path, forced: int | None = None) -> list[int]:
+    """The seeds the checkpoint at path holds (load_checkpoint's rules, quietly: the run that
+    reads it says why it cannot)."""
+    try:
+        return list(load_checkpoint(path, forced, quiet=True)["seeds"])
+    except Exception:  # None, or not a dict of ours
         return []
 
 

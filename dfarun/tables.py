@@ -212,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     recs, off = protocol.split(records.read([Path(args.store)]))
     for note in protocol.notes(off):
         print(f"dfarun-tables: note: {note}", file=sys.stderr)
-    if not recs:  # a wrong --store must not overwrite the tables with "not run" everywhere
-        print(f"dfarun-tables: error: --store={args.store!r}: no run records of the paper's cells there",
+    # a wrong --store (empty, or only other runs) must not overwrite the tables with "not run"
+    if not any(r.dataset == TABLES[t][0] and (r.dataset, r.row, r.method) in protocol.paper_cells()
+               for r in recs for t in tables):
+        print(f"dfarun-tables: error: --store={args.store!r}: no run records of table {args.tables}'s cells there",
               file=sys.stderr)
         return 2
     cells = aggregate(records.frame(recs))

@@ -282,7 +282,7 @@ def test_force_retrains_from_scratch_but_resumes_its_own_interrupted_run(make_cf
     count_updates.update(calls=0, crash_at=3 * BATCHES + 2)   # dies in epoch 4 of the forced run
     with pytest.raises(Crash):
         run(cfg)
-    assert store.load_checkpoint(store.checkpoint_path(cfg))[store.FORCED] is True
+    assert store.load_checkpoint(store.checkpoint_path(cfg))[store.FORCED] > 0  # when the forced job began
     count_updates.update(calls=0, crash_at=None)
     caplog.clear()
     forced = run(cfg)                                         # the same command again
@@ -297,3 +297,24 @@ def test_force_retrains_from_scratch_but_resumes_its_own_interrupted_run(make_cf
     caplog.clear()
     run(make_cfg(*args, "seeds=[0,1,2]", "force=true"))
     assert "resuming" not in caplog.text and count_updates["calls"] == 6 * BATCHES  # all 6 epochs, 3 seeds stacked
+
+
+def test_a_forced_job_stopped_after_some_seeds_keeps_their_new_records(make_cfg, tmp_path, count_updates, caplog):
+    """seed_stack=1: a force=true job killed while training its second seed. The same command
+    resumes that seed and does not train the first again: its record is the forced job's own."""
+    caplog.set_level(logging.INFO, logger="dfarun")
+    args = (SMALL, "method=dfa", "max_epochs=3", "seeds=[0,1]", "seed_stack=1")
+    run(make_cfg(*args))                                          # the records force=true replaces
+    cfg = make_cfg(*args, "force=true")
+    first = store.record_path(cfg, 0).stat().st_mtime_ns
+    count_updates.update(calls=0, crash_at=3 * BATCHES + 2)       # seed 0: 3 epochs; dies in seed 1's first
+    with pytest.raises(Crash):
+        run(cfg)
+    rewritten = store.record_path(cfg, 0).stat().st_mtime_ns
+    assert rewritten > first                                      # seed 0 was trained again by the force
+    count_updates.update(calls=0, crash_at=None)
+    caplog.clear()
+    run(cfg)
+    assert "skipping seeds [0]" in caplog.text and "resuming seeds [1] after epoch 0" not in caplog.text
+    assert count_updates["calls"] == 3 * BATCHES                  # seed 1 only
+    assert store.record_path(cfg, 0).stat().st_mtime_ns == rewritten

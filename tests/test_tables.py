@@ -285,7 +285,11 @@ def test_tables_refuse_a_store_without_records_and_write_nothing_half(tmp_path, 
     empty, out = tmp_path / "empty", tmp_path / "out"
     empty.mkdir()
     assert tables.main(["--store", str(empty), "--out", str(out)]) == 2
-    assert "no run records of the paper's cells there" in capsys.readouterr().err and not out.exists()
+    assert "no run records of table 1,2,3's cells there" in capsys.readouterr().err and not out.exists()
+    store.write(empty / "fig.json", record(row="3x50 Tanh"))  # a figure's run: no table's cell
+    store.write(empty / "cifar.json", record(dataset="cifar10", row="1x1000 Tanh"))
+    assert tables.main(["--store", str(empty), "--out", str(out), "--tables", "1"]) == 2
+    assert "no run records of table 1's cells there" in capsys.readouterr().err and not out.exists()
     runs = tmp_path / "runs"
     store.write(runs / "a.json", record())
     (out / "table1.tex").mkdir(parents=True)  # in the way of the second file

@@ -151,7 +151,7 @@ def test_table_estimate_at_recorded_epochs(monkeypatch, tmp_path):
     assert row["cells"] == 3
     assert row[bench.UPPER] == pytest.approx(3 * 300 * per_epoch)
     assert row[bench.RECORDED] == pytest.approx((30 + 300 + 300) * per_epoch)  # MNIST's record: another cell
-    (only,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2], rows=("conv_tanh",))
+    (only,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2], only_rows=("conv_tanh",))
     assert only["cells"] == 3
 
 
