@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         except Unavailable as why:
             print(f"{figure.name}: not drawn: {why}")
             continue
-        except OSError as err:
-            return _error(f"--out={args.out!r}: cannot write {err.filename or out} ({err.strerror or err})")
+        except OSError as err:  # writing (a file or folder in the way, a full disk) or reading a weights file
+            return _error(f"{figure.name}: {err.filename or out}: {err.strerror or err}")
         if written:
             print(f"{figure.name}: " + ", ".join(str(w) for w in written))
         else:
@@ -277,6 +277,6 @@ def _error(message: str) -> int:
 def cli() -> None:
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # figures are written whole or not at all (below): nothing to clean up
+    except KeyboardInterrupt:  # figures are written whole or not at all (atomic.py): nothing to clean up
         print("dfarun-figures: interrupted", file=sys.stderr)
         sys.exit(130)

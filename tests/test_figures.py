@@ -216,10 +216,10 @@ def test_figures_cli_refuses_bad_options_and_unwritable_outputs_in_one_line(tmp_
         assert f"--only={only!r}: expected a comma-separated subset of fig2_right,fig2_left" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert figures.main(["--store", str(runs), "--out", str(tmp_path / "file"), "--only", "fig2_right"]) == 2
-    assert f"--out='{tmp_path / 'file'}': cannot write" in capsys.readouterr().err
+    assert f"fig2_right: {tmp_path / 'file'}: File exists" in capsys.readouterr().err
     (tmp_path / "figs" / "fig2_right.png").mkdir(parents=True)
     assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "fig2_right"]) == 2
     err = capsys.readouterr().err
-    assert f"cannot write {tmp_path / 'figs' / 'fig2_right.png'} (a folder is in the way)" in err
+    assert f"fig2_right: {tmp_path / 'figs' / 'fig2_right.png'}: a folder is in the way" in err
     assert "Traceback" not in err and sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["fig2_right.png"]
 
