@@ -13,7 +13,7 @@ import dfarun.train as train
 from dfarun import store, tables
 from dfarun.runner import run
 
-from helpers import DFARUN, TINY, cli_env
+from helpers import DFARUN, TINY, cli_env, record
 
 
 SMALL = "model=3x50_tanh"
@@ -58,6 +58,7 @@ def test_tables_read_records_only_not_live_files(make_cfg, tmp_path, capsys):
     cfg = make_cfg(SMALL, "seeds=[0,1]")
     run(cfg)
     assert store.live_path(cfg, 0).is_file()
+    store.write(tmp_path / "runs" / "cell.json", record())  # a Table 1 cell's record, so tables has work
     assert tables.main(["--store", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--tables", "1"]) == 0
     assert "warning" not in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, record
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +58,16 @@ def test_wheel_runs_a_job_and_renders_a_table_from_another_folder(installed, tmp
                         "compile=false", "dataset.train_size=256", "dataset.test_size=128",
                         "dataset.features=16", "store=runs")
     assert out.returncode == 0, out.stderr
-    [record] = (tmp_path / "runs").glob("*.json")
-    rec = json.loads(record.read_text())
+    [written] = (tmp_path / "runs").glob("*.json")
+    rec = json.loads(written.read_text())
     assert rec["epochs"] == 1 and rec["config"]["model"]["name"] == "3x50_tanh"
 
-    tables = run_installed(installed, tmp_path, "dfarun-tables", "--store", "runs", "--out", "out", "--tables", "1")
+    # the synthetic run fills no cell of the paper's tables: a Table 1 cell's record beside it
+    (tmp_path / "runs" / "cell.json").write_text(json.dumps(record()))
+    tables = run_installed(installed, tmp_path, "dfarun-tables", "--store", "runs", "--out", "out", "--tables", "1",
+                           "--compare")
     assert tables.returncode == 0, tables.stderr
-    assert (tmp_path / "out" / "table1.md").is_file()
+    assert "| 2x800 Tanh" in (tmp_path / "out" / "table1.md").read_text()  # the paper's numbers came from the wheel
+    assert (tmp_path / "out" / "headline.md").is_file()
     figures = run_installed(installed, tmp_path, "dfarun-figures", "--help")
     assert figures.returncode == 0 and "usage" in figures.stdout
