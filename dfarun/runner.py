@@ -72,8 +72,9 @@ def _run(cfg: DictConfig) -> list[dict]:
             job.release()
     # lock files of a job killed after its last record: nobody would take those locks again
     store.drop_stale_locks([store.job_lock(cfg), *(store.seed_lock(cfg, s) for s in seeds)])
-    if cfg.force:  # every seed is done: a later force=true is a new job
-        store.drop_force_note(cfg)
+    # every seed is done (a rerun without force=true may have finished a stopped forced job):
+    # a later force=true is a new job
+    store.drop_force_note(cfg)
     return [done[s] for s in seeds]
 
 
