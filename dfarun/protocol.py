@@ -51,7 +51,7 @@ def paper_cells() -> dict[tuple[str, str, str], dict]:
     for t, rows in table_rows().items():
         for _, cfg in rows:
             for method in grids[t].method.split(","):
-                cfg.method.name = method
+                cfg.method.name = method  # our own composed copy; a method's config is its name
                 cells[(cfg.dataset.name, row_label(cfg), method)] = _protocol(store.experiment(cfg))
     return cells
 

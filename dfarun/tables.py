@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     try:
         if blocked := next((out / name for name in texts if (out / name).is_dir()), None):
-            raise IsADirectoryError(21, "a folder is in the way", str(blocked))
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(blocked))
         for name, text in texts.items():
             atomic.write_text(out / name, text)
     except OSError as err:
