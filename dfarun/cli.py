@@ -178,7 +178,20 @@ def check_args(argv: list[str]) -> list[DictConfig]:
             raise sweep_dir
         if sweep_dir is not None:  # where Hydra writes multirun.yaml (under <store>/sweeps/)
             check_folder("hydra.sweep.dir", sweep_dir, "for the sweep's multirun.yaml")
+            _check_joblib(primary.hydra.launcher)
     return cfgs
+
+
+def _check_joblib(launcher: DictConfig) -> None:
+    """hydra/launcher=parallel: the settings joblib would refuse only after Hydra has made the
+    sweep's folder (and with a traceback)."""
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return
+    n, prefer = launcher.get("n_jobs"), launcher.get("prefer")
+    if not (n is None or (isinstance(n, int) and not isinstance(n, bool) and n != 0)):
+        raise ConfigError("hydra.launcher.n_jobs", n, "expected an int other than 0 (-1: one job per core)")
+    if prefer not in (None, "processes", "threads"):
+        raise ConfigError("hydra.launcher.prefer", prefer, "expected processes, threads or null")
 
 
 def _usage_error(message: str):

@@ -61,6 +61,8 @@ def refused(tmp_path: Path, *argv: str, flags: tuple[str, ...] = ()) -> str:
     ((), ["--nope"], ["unrecognized arguments", "flags first"]),
     ((), ["dataset=mnist", "dataset.classes=5"], ["dataset.classes=5", "expected 10"]),
     ((), ["dataset=mnist", "dataset.classes=10"], ["dataset.test_size=32", "synthetic data only"]),
+    (("-m",), ["hydra/launcher=parallel", "hydra.launcher.n_jobs=0"], ["hydra.launcher.n_jobs=0", "other than 0"]),
+    (("-m",), ["hydra/launcher=parallel", "hydra.launcher.prefer=nope"], ["prefer='nope'", "processes, threads"]),
 ])
 def test_refused_in_one_line(tmp_path, flags, argv, words):
     line = refused(tmp_path, *argv, flags=flags)
