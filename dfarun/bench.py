@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .conv import ConvArch
 from .data import IMAGE_SHAPES, Data
 from .nets import Dropout, MLPArch, layer_sizes
-from .protocol import table_grids, table_rows
+from .protocol import split, table_grids, table_rows
 from .rules import RULES
 from .state import init_state
 from .step import Step, updates
@@ -188,9 +188,9 @@ def recorded_epochs(stores: list[str]) -> dict[tuple[str, str, str], int]:
     """(data set, paper row, method) -> the most epochs any seed of that cell ran, from the run
     records in `stores` (the experiment each table shows). A stacked job runs as long as its
     longest seed, so this is what the cell cost, at the most."""
-    from . import protocol, records
+    from . import records
 
-    kept, _ = protocol.split(records.read(map(Path, stores)))  # the runs the tables count
+    kept, _ = split(records.read(map(Path, stores)))  # the runs the tables count
     return {(c[0], c[1], c[2]): max(r.epochs for r in rs) for c, rs in records.cells(kept).items() if not c[3]}
 
 
