@@ -48,7 +48,7 @@ def describe(err: BaseException) -> tuple[int, str]:
     """(exit code, one line) for whatever ended the run."""
     if isinstance(err, JobFailed):
         return err.code, str(err)
-    if isinstance(err, KeyboardInterrupt):
+    if interrupted(err):
         if _signalled and _signalled[0] == signal.SIGTERM:
             return 128 + signal.SIGTERM, f"stopped by SIGTERM; finished seeds keep their records: {RESUME}"
         return INTERRUPTED, f"interrupted; finished seeds keep their records: {RESUME}"
@@ -69,20 +69,35 @@ def describe(err: BaseException) -> tuple[int, str]:
                     f"traceback and report it")
 
 
+def interrupted(err: BaseException) -> bool:
+    """Ctrl-C or SIGTERM ended this, directly or not: a KeyboardInterrupt that lands inside a
+    writer's C++ code (torch.save's zip writer) comes out as the writer's own error about the
+    half-written file ("unexpected pos ..."), with the interrupt as its context."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def in_job(describe_job: str, call):
     """Run one job (the task function's body). In a worker process (joblib, submitit) an error,
     and Ctrl-C, cross back as JobFailed, which pickles; in the main process a Ctrl-C stays a
     KeyboardInterrupt, so that it stops the whole sweep."""
     try:
         return call()
-    except KeyboardInterrupt:
-        if multiprocessing.parent_process() is None:
-            raise
-        code, line = describe(KeyboardInterrupt())
-        raise JobFailed(code, line) from None
     except (DfarunError, JobFailed):
         raise
-    except Exception as err:
+    except (KeyboardInterrupt, Exception) as err:
+        if interrupted(err):
+            if multiprocessing.parent_process() is None:
+                if isinstance(err, KeyboardInterrupt):
+                    raise
+                raise KeyboardInterrupt from err
+            code, line = describe(KeyboardInterrupt())
+            raise JobFailed(code, line) from None
         code, line = describe(err)
         raise JobFailed(code, line.replace("error: ", f"error: {describe_job}: ", 1)) from err
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .guard import interrupted
 from .nets import Dropout, Network
 from .rules import RULES, Rule
 
@@ -171,6 +172,8 @@ class Step:
         except (torch.OutOfMemoryError, KeyboardInterrupt):
             raise
         except Exception as err:  # torch's compiler stack raises many kinds
+            if interrupted(err):  # Ctrl-C that landed in C++ code: not a compiler failure
+                raise
             # only before the first compiled step has run: once one has, an error may come
             # after some in-place updates, and running the step again eagerly would repeat them
             if self.ran and not isinstance(err, torch._dynamo.exc.BackendCompilerFailed):

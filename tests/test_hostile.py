@@ -170,6 +170,40 @@ def test_a_stop_after_an_epoch_keeps_its_checkpoint_and_a_rerun_resumes(tmp_path
     assert rec["epochs"] == 3 and checkpoints(runs) == []
 
 
+def test_ctrl_c_inside_the_checkpoints_torch_save_is_an_interrupt(tmp_path, monkeypatch):
+    # a Ctrl-C that lands inside torch.save's C++ zip writer comes out as the writer's own
+    # RuntimeError ("unexpected pos ..."); it is still an interrupt: 130, the last whole
+    # checkpoint kept, no temp file left (CI once caught this with a real SIGINT)
+    runs = tmp_path / "runs"
+    args = [*FAST, "max_epochs=3", f"store={runs}"]
+    real, saves = torch.save, []
+
+    class InterruptedFile:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def save(obj, f, *a, **k):
+        saves.append(1)
+        return real(obj, InterruptedFile(f) if len(saves) == 2 else f, *a, **k)
+    monkeypatch.setattr(torch, "save", save)
+    result = run_dfarun(tmp_path, *args)
+    assert len(saves) == 2 and result.code == 130, result
+    assert "interrupted" in result.line() and "unexpected" not in result.line()
+    assert [c["epoch"] for c in checkpoints(runs)] == [1]
+    assert not list(runs.glob("checkpoints/.*.tmp")) and not list(runs.glob("locks/*"))
+    monkeypatch.undo()
+    assert "resuming seeds [0] after epoch 1" in run_dfarun(tmp_path, *args).out
+
+
 @pytest.mark.parametrize("err, words", [
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ["out of memory", "fewer seeds"]),
     (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"), ["out of memory"]),
