@@ -82,11 +82,32 @@ def check_values(cfg: DictConfig) -> None:
     for key in ("p_input", "p_hidden"):
         check(0 <= reg[key] < 1, f"reg.{key}", reg[key], "expected a probability in [0, 1)")
     check(_scale(reg.eps), "reg.eps", reg.eps, "expected a float in [0, 3.4e38] (float32's range)")
+    _check_reg_name(reg, conv=bool(m.channels))
     check(cfg.freeze_first_epochs >= 0, "freeze_first_epochs", cfg.freeze_first_epochs, "expected an int >= 0")
     check(cfg.align_every >= 1, "align_every", cfg.align_every, "expected an int >= 1 (steps)")
     if cfg.val:
         n, held = d.train_size or SIZES.get(d.name, (0,))[0], config.VAL_SIZE  # read now: tests shrink it
         check(n > held, "val", True, f"needs more than {held} training examples (dataset.train_size={n})")
+
+
+# reg.name goes into records and tables as what the run did: it must say what reg's values do,
+# so that reg.name=dropout alone (no probabilities) is refused rather than trained without dropout
+REGULARISERS = {  # name -> (dropout on, fast-gradient-sign on)
+    "none": (False, False),
+    "dropout": (True, False),
+    "adversarial": (False, True),
+}
+
+
+def _check_reg_name(reg: DictConfig, conv: bool) -> None:
+    dropout = reg.p_input > 0 or reg.p_hidden > 0 or (conv and any(p > 0 for p in reg.p_conv))
+    doing = (dropout, reg.eps > 0)
+    names = [name for name, does in REGULARISERS.items() if does == doing]
+    check(reg.name in REGULARISERS, "reg.name", reg.name, f"expected one of {list(REGULARISERS)} (reg=<name> sets its values)")
+    check(reg.name in names, "reg.name", reg.name,
+          f"does not match reg's values (dropout {'on' if dropout else 'off'}, eps={reg.eps}): "
+          + (f"expected {names[0]} for these values, or reg={reg.name} alone for its own" if names else
+             "dropout and adversarial training together have no name here (checks.REGULARISERS)"))
 
 
 FLOAT32_MAX = 3.4028234663852886e38  # rates and scales meet float32 tensors: larger is inf there

@@ -93,6 +93,11 @@ CHECK_ARGS_CASES = [
     (["data_dir=${oc.env:DFARUN_NO_SUCH_VARIABLE}"], "data_dir", ["cannot be resolved", "DFARUN_NO_SUCH"]),
     (["-m", "experiment=table1", "max_epochs=0"], "max_epochs", ["expected an int >= 1"]),
     (["device=cuda:7"], "device", ["no such CUDA device"]),
+    # reg.name says what the run did, in records and tables: it must match reg's values
+    (["reg.name=nope"], "reg.name", ["'none', 'dropout', 'adversarial'"]),
+    (["reg.name=dropout"], "reg.name", ["dropout off", "expected none", "reg=dropout alone"]),
+    (["reg=dropout", "reg.name=none"], "reg.name", ["dropout on", "expected dropout"]),
+    (["reg=adversarial", "reg.p_hidden=0.5"], "reg.name", ["together"]),
 ]
 
 
