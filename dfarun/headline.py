@@ -1,8 +1,9 @@
 """The README's headline: Table 1's reproduced cells beside the paper, with what each cost.
 
-`dfarun-tables --compare` renders it into results/headline.md whenever it renders Table 1.
-README.md and results/README.md carry a copy of its table, which
-tests/test_committed_results.py holds to the committed records.
+`dfarun-tables --compare` renders it into results/headline.md whenever it renders Table 1;
+with `--readme FILE` it also replaces the part of FILE between the two markers below with it
+(`make results` does that for README.md and results/README.md, from results/records/), and
+tests/test_committed_results.py holds both copies to the committed records.
 
 A cell's cost is summed over the jobs that trained its seeds (a job: one list of seeds on one
 device; a rerun of the same list counts once). A job's time is its longest seed's epochs
@@ -22,6 +23,8 @@ import pandas as pd
 
 from . import records
 
+BEGIN = "<!-- headline:begin (dfarun-tables --readme writes from here to the end marker) -->"
+END = "<!-- headline:end -->"
 HEADER = ["row", "method", "ours (test error)", "paper", "distance", "seeds", "epochs (mean)", "stop",
           "CPU time", "GPU time"]
 
@@ -63,7 +66,7 @@ def _seconds(seconds: float) -> str:
 
 def render(numbers: pd.DataFrame, recs: list) -> str:
     """The headline of Table 1 from its CSV (`tables.numbers`) and the records that fill it:
-    one line per cell with seeds, then how many lie within 2 paper std."""
+    one line per cell with seeds, how many lie within 2 paper std, and which cells have none."""
     filled = {(row, method): rs for (dataset, row, method, frozen), rs in records.cells(recs).items()
               if dataset == "mnist" and not frozen}
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -80,4 +83,24 @@ def render(numbers: pd.DataFrame, recs: list) -> str:
         cells = [n.row, n.method.upper(), ours, paper, distance,
                  str(n.seeds_run), f"{n.epochs_mean:.0f}", n.stop, _minutes(cpu), _seconds(gpu)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", f"{within} of {compared} cells within 2 paper std.", ""])
+    summary = f"**{within} of {compared} cells lie within 2 paper std of the paper.**"
+    return "\n".join([*lines, "", summary + _not_run(numbers), ""])
+
+
+def _not_run(numbers: pd.DataFrame) -> str:
+    """" Not run yet: the cell(s) ...; the row(s) ..." for the grid's cells without records."""
+    ran = set(numbers.row[numbers.seeds_run > 0])
+    cells = [f"{n.row} {n.method.upper()}" for n in numbers.itertuples() if n.row in ran and not n.seeds_run]
+    rows = [r for r in dict.fromkeys(numbers.row) if r not in ran]
+    parts = [f"the {kind}{'s' * (len(names) > 1)} {', '.join(names)}"
+             for kind, names in (("cell", cells), ("row", rows)) if names]
+    return f" Not run yet: {'; '.join(parts)}." if parts else ""
+
+
+def splice(text: str, headline: str) -> str:
+    """`text` (a README) with its part between BEGIN and END replaced by `headline`;
+    ValueError if it lacks the markers."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"it has no {BEGIN[:20]}... {END} pair of lines to write between")
+    return text[:start] + f"{BEGIN}\n{headline.strip()}\n" + text[end:]

@@ -1,10 +1,11 @@
 """`dfarun-tables`: run records -> the paper's Tables 1-3 (mean ± std over seeds), beside the paper.
 
-    dfarun-tables --store runs/ --out results/ [--compare] [--tables 1,2,3]
+    dfarun-tables --store runs/ --out results/ [--compare] [--tables 1,2,3] [--readme README.md]
 
 For each table it writes results/tableN.md and .tex (for people: the table, then per cell the
 seeds, epochs and stop reasons) and .csv (for machines: the numbers, one line per cell), and
-prints the Markdown; with Table 1 and --compare, also results/headline.md (headline.py). The
+prints the Markdown; with Table 1 and --compare, also results/headline.md (headline.py), and
+with --readme, that headline into each README named. The
 paper's own numbers are data (paper_results.csv, transcribed from the paper). Which records
 count, which seeds learned and which experiment fills a cell are decided in records.py,
 shared with dfarun-figures.
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results", help="where tableN.md/.tex/.csv go (default: results)")
     p.add_argument("--tables", default="1,2,3", help="which tables, comma-separated (default: 1,2,3)")
     p.add_argument("--compare", action="store_true", help="show the paper's numbers and the difference")
+    p.add_argument("--readme", action="append", default=[], metavar="FILE",
+                   help="with Table 1 and --compare: also write the headline into FILE, between its "
+                        "headline:begin and headline:end markers (repeatable)")
     args = p.parse_args(argv)
     try:
         tables = [int(t) for t in args.tables.split(",")]
@@ -206,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         tables = []
     if not tables or not all(t in TABLES for t in tables):
         print(f"dfarun-tables: error: --tables={args.tables!r}: expected numbers from 1, 2, 3", file=sys.stderr)
+        return 2
+    if args.readme and not (1 in tables and args.compare):
+        print("dfarun-tables: error: --readme: needs Table 1 in --tables and --compare (it writes Table 1's "
+              "headline)", file=sys.stderr)
         return 2
     if not Path(args.store).is_dir():
         print(f"dfarun-tables: error: --store={args.store!r}: no such directory", file=sys.stderr)
@@ -227,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         if table == 1 and args.compare:  # the README's results part (headline.py)
             texts["headline.md"] = headline.render(built.numbers, recs)
         shown.append(texts[f"table{table}.md"])
+    readmes = {}
+    for name in args.readme:
+        try:
+            readmes[Path(name)] = headline.splice(Path(name).read_text(), texts["headline.md"])
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            print(f"dfarun-tables: error: --readme={name!r}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+            return 2
     # every file complete or not written: the names are checked first, each is written atomically
     out = Path(args.out)
     try:
@@ -234,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(blocked))
         for name, text in texts.items():
             atomic.write_text(out / name, text)
+        for path, text in readmes.items():
+            atomic.write_text(path, text)
     except OSError as err:
-        print(f"dfarun-tables: error: --out={args.out!r}: cannot write {err.filename or out} "
+        print(f"dfarun-tables: error: cannot write {err.filename or out} "
               f"({err.strerror or err})", file=sys.stderr)
         return 2
     print("\n".join(shown))

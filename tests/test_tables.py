@@ -251,7 +251,8 @@ def test_headline_costs_core_time_on_a_cpu_and_plain_seconds_on_a_gpu(tmp_path):
     assert line.endswith("| -0.5 σ | 8 | 20 | converged:8 | 54 min | 20 s |"), line  # 163 epochs / 8
     (line,) = [x for x in text.splitlines() if x.startswith("| 1x800 Tanh | BP")]
     assert line.endswith("| converged:1 | ? |  |"), line
-    assert text.strip().endswith("1 of 2 cells within 2 paper std.")  # 1x800 BP: 1.70 against 1.59 ± 0.04
+    assert "\n**1 of 2 cells lie within 2 paper std of the paper.** Not run yet: the cells 1x800 Tanh FA, " \
+           "1x800 Tanh DFA, 2x800 Tanh BP, 2x800 Tanh FA; the rows 7x240 Tanh, 100x240 Tanh," in text  # 1x800 BP: 1.70 against 1.59 ± 0.04
 
 
 def test_a_zero_distance_reads_plus_zero():
@@ -297,3 +298,31 @@ def test_tables_refuse_a_store_without_records_and_write_nothing_half(tmp_path, 
     err = capsys.readouterr().err
     assert f"cannot write {out / 'table1.tex'}" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["table1.tex"]  # neither .md nor .csv: no half set
+
+
+def test_readme_gets_the_headline_between_its_markers_and_nothing_else(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    store.write(runs / "a.json", record())                           # 2x800 Tanh DFA only
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Mine\n\nabove\n{headline.BEGIN}\nold table\n{headline.END}\n\nbelow, by hand\n")
+    args = ["--store", str(runs), "--out", str(out), "--tables", "1", "--compare", "--readme", str(readme)]
+    assert tables.main(args) == 0
+    text, rendered = readme.read_text(), (out / "headline.md").read_text()
+    assert text == f"# Mine\n\nabove\n{headline.BEGIN}\n{rendered.strip()}\n{headline.END}\n\nbelow, by hand\n"
+    assert "**0 of 1 cells lie within 2 paper std of the paper.** Not run yet: the cells 2x800 Tanh BP, " \
+           "2x800 Tanh FA; the rows 7x240 Tanh, 100x240 Tanh, 1x800 Tanh," in rendered  # record(): 1.5% against 1.74 ± 0.08
+    assert tables.main(args) == 0 and readme.read_text() == text      # a second run changes nothing
+
+    # refused, with nothing written: a README without the markers, or --readme without the headline
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    capsys.readouterr()
+    for extra in (["--readme", str(bare)], ["--readme", str(tmp_path / "missing.md")]):
+        fresh = tmp_path / "fresh"
+        assert tables.main([*args[:-2], "--out", str(fresh), *extra]) == 2  # the last --out counts
+        assert not fresh.exists()
+    err = capsys.readouterr().err
+    assert "--readme=" in err and "headline:begin" in err and "No such file" in err
+    assert tables.main(["--store", str(runs), "--out", str(out), "--tables", "1", "--readme", str(readme)]) == 2
+    assert "needs Table 1 in --tables and --compare" in capsys.readouterr().err
+    assert bare.read_text() == "no markers\n"
