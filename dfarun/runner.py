@@ -15,6 +15,7 @@ from . import config, store
 from .config import effective_lr, epoch_limit, resolve_device, validate
 from .conv import ConvArch
 from .data import Data, load
+from .guard import interrupted
 from .nets import MLPArch, layer_sizes
 from .rules import RULES
 from .state import State, init_state
@@ -197,7 +198,9 @@ def _resume(path: Path, seeds: list[int], device: torch.device, began: int | Non
         return None
     try:
         state = State.from_dict({k: v for k, v in saved.items() if k != store.FORCED}, device)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        if interrupted(err):  # Ctrl-C inside torch's C++ code, not a foreign checkpoint
+            raise
         log.warning(f"ignoring checkpoint {path}: not a training state of this version")
         return None
     if not set(seeds) <= set(state.seeds):

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import atomic
 from .config import Config, ConfigError, check_folder, effective_lr
+from .guard import interrupted
 from .locks import Lock, acquire, drop_stale_locks  # noqa: F401 (the runner takes its locks here)
 
 log = logging.getLogger("dfarun")
@@ -130,6 +131,8 @@ def load_checkpoint(path: Path, forced: int | None = None, quiet: bool = False) 
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or foreign: start afresh rather than fail
+        if interrupted(err):  # Ctrl-C inside torch's C++ reader: the file is fine, the user wants out
+            raise
         if not quiet:
             log.warning(f"ignoring unreadable checkpoint {path}: {type(err).__name__}")
         return None
@@ -141,7 +144,9 @@ def checkpoint_seeds(path: Path, forced: int | None = None) -> list[int]:
     reads it says why it cannot)."""
     try:
         return list(load_checkpoint(path, forced, quiet=True)["seeds"])
-    except Exception:  # None, or not a dict of ours
+    except Exception as err:  # None, or not a dict of ours
+        if interrupted(err):
+            raise
         return []
 
 

@@ -204,6 +204,28 @@ def test_ctrl_c_inside_the_checkpoints_torch_save_is_an_interrupt(tmp_path, monk
     assert "resuming seeds [0] after epoch 1" in run_dfarun(tmp_path, *args).out
 
 
+def test_ctrl_c_inside_torch_load_keeps_the_checkpoint(tmp_path, monkeypatch):
+    # the same at resume: the checkpoint is fine, the user wants out; it is neither "unreadable"
+    # nor replaced by a fresh start
+    runs = tmp_path / "runs"
+    args = [*FAST, "max_epochs=3", f"store={runs}"]
+    stop_after_first_checkpoint(monkeypatch, raising(KeyboardInterrupt()))
+    assert run_dfarun(tmp_path, *args).code == 130
+    monkeypatch.undo()
+
+    def load(*a, **k):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("PytorchStreamReader failed reading zip archive") from None
+    monkeypatch.setattr(torch, "load", load)
+    result = run_dfarun(tmp_path, *args)
+    assert result.code == 130 and "interrupted" in result.line(), result
+    assert "ignoring" not in result.err
+    monkeypatch.undo()
+    assert [c["epoch"] for c in checkpoints(runs)] == [1]
+
+
 @pytest.mark.parametrize("err, words", [
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ["out of memory", "fewer seeds"]),
     (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"), ["out of memory"]),
