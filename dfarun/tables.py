@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import errno
+import os
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -239,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.readme:
         try:
             readmes[Path(name)] = headline.splice(Path(name).read_text(), texts["headline.md"])
+            if not os.access(Path(name).absolute().parent, os.W_OK):  # found now, not after the tables
+                raise PermissionError(errno.EACCES, "its folder is not writable")
         except (OSError, UnicodeDecodeError, ValueError) as err:
             print(f"dfarun-tables: error: --readme={name!r}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
             return 2
