@@ -11,11 +11,7 @@ DATA_DIR ?=   # where the data sets live (torchvision layout); empty: dfarun's d
 DATA := $(if $(strip $(DATA_DIR)),data_dir=$(strip $(DATA_DIR)))
 
 STORE ?= runs
-EXPERIMENTS := results: install  ## the committed Table 1 and the READMEs' headline, from the records in results/records/
-	$(BIN)/dfarun-tables --store results/records --out results --tables 1 --compare --readme README.md \
-	    --readme results/README.md
-
-fig2-right fig2-frozen fig3 ifa-4x100 deep
+EXPERIMENTS := fig2-right fig2-frozen fig3 ifa-4x100 deep
 .PHONY: help install test test-slurm run bench accelerator-prepare tables results figures clean table1 table2 table3 quick-table1 quick-table2 \
         quick-table3 $(EXPERIMENTS)
 
@@ -57,6 +53,10 @@ quick-table%: install  ## quick-table1|2|3: the same grid, quick profile (3 seed
 
 tables: install  ## render every table from the records in $(STORE) into results/
 	$(BIN)/dfarun-tables --store $(STORE) --out results --compare
+
+results: install  ## the committed Table 1 and the READMEs' headline, from the records in results/records/
+	$(BIN)/dfarun-tables --store results/records --out results --tables 1 --compare --readme README.md \
+	    --readme results/README.md
 
 fig2-right fig2-frozen fig3 ifa-4x100 deep: install  ## run one figure's experiment (then: make figures)
 	$(BIN)/dfarun -m experiment=$(subst -,_,$@) store=$(STORE) $(DATA) $(ARGS)

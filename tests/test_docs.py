@@ -18,6 +18,7 @@ pyproject.toml.
 from __future__ import annotations
 
 import re
+import subprocess
 import unicodedata
 from pathlib import Path
 
@@ -182,3 +183,12 @@ def test_license_and_citation():
     paper = cff["preferred-citation"]
     assert paper["title"] == "Direct Feedback Alignment Provides Learning in Deep Neural Networks"
     assert any("1609.01596" in str(i["value"]) for i in paper["identifiers"])
+
+
+def test_every_make_target_the_docs_name_exists():
+    """`make X` in a doc is something a reader types: the Makefile must parse and have X
+    (`make -n` prints the recipe without running it)."""
+    named = sorted({m for doc in DOCS for m in re.findall(r"\bmake ([a-z][a-z0-9-]*)", doc.read_text())})
+    assert "test" in named and "results" in named
+    done = subprocess.run(["make", "-n", *named], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
