@@ -100,7 +100,7 @@ def warm_up(step: Step, state, data: Data, rule, protocol: Protocol, calls: int 
     eye = step.buffer("eye", torch.eye(state.net.weights[-1].shape[1], device=device))
     lr = step.buffer("lr", torch.full((seeds,), protocol.lr, device=device))
     drop = None
-    if protocol.p_input or protocol.p_hidden:
+    if protocol.dropout:
         drop = Dropout.draw(protocol.p_input, protocol.p_hidden, tuple(state.noise), protocol.batch_size,
                             [data.x_train.shape[1], *state.net.hidden], protocol.p_conv)
     tally = [step.buffer(name, torch.zeros(seeds, device=device)) for name in ("errors", "loss")]
@@ -157,7 +157,7 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
     hours at those epochs, for the cells the records have (the rest at their limit).
     `only_rows`: only these rows (all when empty); `skip_rows`: not these."""
     from .config import epoch_limit
-    from .runner import architecture, row_label
+    from .runner import architecture, conv_dropout, row_label
 
     grids = table_grids(tables)
     cells = table_rows(tables, keep=lambda row: row not in skip_rows and (not only_rows or row in only_rows))
@@ -170,7 +170,7 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
             data = random_data(examples, prod(shape), cfg.dataset.classes, device, shape)
             arch = architecture(cfg, data)
             p = replace(protocol, p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
-                        p_conv=tuple(cfg.reg.p_conv), eps=cfg.reg.eps)
+                        p_conv=conv_dropout(cfg), eps=cfg.reg.eps)
             full = TRAIN_SIZE[cfg.dataset.name] - (10_000 if cfg.val else 0)
             for method in methods:
                 (epoch,), _ = time_epoch(arch, method, len(cfg.seeds), data, p)

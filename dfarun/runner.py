@@ -155,7 +155,7 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     protocol = Protocol(lr=effective_lr(cfg), batch_size=cfg.batch_size, max_epochs=epoch_limit(cfg),
                         schedule=cfg.schedule, halve_every=cfg.halve_every,
                         p_input=cfg.reg.p_input, p_hidden=cfg.reg.p_hidden,
-                        p_conv=tuple(cfg.reg.p_conv), eps=cfg.reg.eps, compile=cfg.compile,
+                        p_conv=conv_dropout(cfg), eps=cfg.reg.eps, compile=cfg.compile,
                         align_every=cfg.align_every if cfg.track_alignment else 0,
                         freeze_first=cfg.freeze_first_epochs)
     ckpt = store.checkpoint_path(cfg)
@@ -188,6 +188,11 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     store.drop_checkpoint(ckpt)
     log.info(f"records: {store.record_path(cfg, seeds[0]).parent}/")
     return records
+
+
+def conv_dropout(cfg: DictConfig) -> tuple[float, ...]:
+    """reg.p_conv where there are conv blocks; an MLP has none, so its own is ()."""
+    return tuple(cfg.reg.p_conv) if cfg.model.channels else ()
 
 
 def _resume(path: Path, seeds: list[int], device: torch.device, began: int | None = None) -> State | None:

@@ -41,7 +41,7 @@ class Protocol:
     halve_every: int = 0       # schedule=step: halve after every this many epochs
     p_input: float = 0.0       # dropout on the input (0: off)
     p_hidden: float = 0.0      # dropout after each hidden layer
-    p_conv: tuple[float, ...] = ()  # dropout after each conv block (empty: p_hidden)
+    p_conv: tuple[float, ...] = ()  # dropout after each conv block (empty: p_hidden); conv nets only
     eps: float = 0.0           # fast-gradient-sign step on the inputs (0: off)
     compile: bool = False      # the whole step as one torch.compile'd graph (step.Step)
     align_every: int = 0       # steps between alignment measurements (0: off, costs nothing)
@@ -52,6 +52,11 @@ class Protocol:
         # Protocol directly from ending in a division by zero at the first epoch
         if self.schedule == "step" and self.halve_every < 1:
             raise ValueError(f"halve_every={self.halve_every}: expected an int >= 1 with schedule='step'")
+
+    @property
+    def dropout(self) -> bool:
+        """Any unit dropped at all (p_conv too: a conv net may drop only after its conv blocks)."""
+        return bool(self.p_input or self.p_hidden or any(self.p_conv))
 
 
 # --- epochs --------------------------------------------------------------------------------
@@ -70,7 +75,6 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol,
     eye = step.buffer("eye", torch.eye(state.net.weights[-1].shape[1], device=device))  # one-hot targets
     lr = step.buffer("lr", protocol.lr * torch.tensor(state.lr_scale, device=device))  # [S]: auto differs per seed
     steps = -(-n // protocol.batch_size)  # the last batch may be short
-    drop = protocol.p_input or protocol.p_hidden
     sites = [data.x_train.shape[1], *state.net.hidden]  # units per example where dropout masks
     # Figure 2 (left): W_1 and b_1 stay as they are during the first `freeze_first` epochs
     frozen = (0, len(state.net.weights)) if 0 < state.epoch <= protocol.freeze_first else ()
@@ -83,7 +87,7 @@ def train_epoch(state: State, data: Data, rule: Rule, protocol: Protocol,
             x, _, target = batch(state.net, data.x_train, data.y_train, idx, eye, protocol.eps)
             angles.append(alignment(state.net, state.feedback, rule, x, target))
         dropout = None
-        if drop:  # drawn here, eagerly, from each seed's generator: the step only thresholds them
+        if protocol.dropout:  # drawn here, eagerly, from each seed's generator: the step only thresholds them
             dropout = Dropout.draw(protocol.p_input, protocol.p_hidden, tuple(state.noise), idx.shape[1], sites,
                                    protocol.p_conv)
         step(state.net, state.feedback, state.sq_avg, rule, data.x_train, data.y_train, idx, eye, lr, dropout,

@@ -182,6 +182,22 @@ def test_conv_learns_on_image_shaped_synthetic_data(make_cfg, method):
         assert rec["train_error"] < 35, [round(h["train_error"], 1) for h in rec["history"]]
 
 
+def test_dropout_after_the_conv_blocks_alone_is_dropout(make_cfg, tmp_path):
+    """reg.p_conv with p_input = p_hidden = 0 still drops (it once trained as if no dropout);
+    an MLP ignores p_conv, so reg=dropout on an MLP trains as its p_input and p_hidden say."""
+    from dfarun.runner import run
+    tiny = [*CONV_TINY, "max_epochs=1", "seeds=[0]", "dataset.train_size=96", "dataset.test_size=32"]
+    plain = run(make_cfg(*tiny, f"store={tmp_path / 'plain'}"))[0]
+    conv_only = run(make_cfg(*tiny, "reg=dropout", "reg.p_input=0", "reg.p_hidden=0", "reg.p_conv=[0.25,0.5]",
+                                  f"store={tmp_path / 'conv'}"))[0]
+    assert conv_only["history"][0]["train_loss"] != plain["history"][0]["train_loss"]
+    timeless = lambda rec: [{k: v for k, v in h.items() if k != "seconds"} for h in rec["history"]]
+    mlp = ["max_epochs=1", "reg=dropout"]
+    with_p_conv, without = (run(make_cfg(*mlp, *extra, f"store={tmp_path / name}"))[0]
+                            for name, extra in (("a", []), ("b", ["reg.p_conv=[]"])))
+    assert timeless(with_p_conv) == timeless(without)
+
+
 def test_conv_whitens_by_default_and_mlps_do_not(make_cfg, monkeypatch):
     import dfarun.runner as runner
     calls = []
