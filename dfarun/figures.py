@@ -27,6 +27,7 @@ from tabulate import tabulate  # noqa: E402
 
 from . import atomic, protocol, records  # noqa: E402
 from .config import DfarunError  # noqa: E402
+from .guard import interrupted  # noqa: E402
 from .records import Record  # noqa: E402
 
 NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "ifa": "IFA", "dfa_first": "DFA (first layer)"}
@@ -161,6 +162,8 @@ def saved_mlp(path: Path, features: int):
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, foreign, not a torch file
+        if interrupted(err):  # Ctrl-C inside torch's C++ reader: not a bad file to skip
+            raise KeyboardInterrupt from err
         raise ValueError(f"unreadable weights ({type(err).__name__})") from None
     if not isinstance(saved, dict) or "arch" in saved:
         raise ValueError("not the weights of an MLP")

@@ -70,15 +70,19 @@ def describe(err: BaseException) -> tuple[int, str]:
 
 
 def interrupted(err: BaseException) -> bool:
-    """Ctrl-C or SIGTERM ended this, directly or not: a KeyboardInterrupt that lands inside a
-    writer's C++ code (torch.save's zip writer) comes out as the writer's own error about the
-    half-written file ("unexpected pos ..."), with the interrupt as its context."""
+    """Ctrl-C or SIGTERM ended this, directly or not: a KeyboardInterrupt that lands inside
+    torch's C++ code comes out as that code's own error (torch.save: RuntimeError "unexpected
+    pos ...", torch.load: SystemError), with the interrupt as its context. A failure of its
+    own while unwinding (a full disk: OSError, MemoryError) is not hidden behind the interrupt,
+    nor is an error raised `from None`."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, KeyboardInterrupt):
             return True
+        if isinstance(err, (OSError, MemoryError)):
+            return False
         seen.add(id(err))
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ if err.__cause__ is not None else None if err.__suppress_context__ else err.__context__
     return False
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .data import Data
+from .guard import interrupted
 from .store import atomic_save
 
 log = logging.getLogger("dfarun")
@@ -74,6 +75,8 @@ def _load(path: Path, key: str, dim: int) -> tuple[Tensor, Tensor] | None:
         ok = (saved["format"] == FORMAT and saved["fingerprint"] == key and mean.shape == (dim,)
               and Z.shape == (dim, dim) and bool(torch.isfinite(Z).all() and torch.isfinite(mean).all()))
     except Exception as err:  # truncated, foreign or from another version: refit
+        if interrupted(err):  # Ctrl-C inside torch's C++ reader: the user wants out, not a refit
+            raise
         log.warning(f"ZCA whitening: ignoring unreadable cache {path} ({type(err).__name__}); refitting")
         return None
     if not ok:

@@ -217,7 +217,7 @@ def test_ctrl_c_inside_torch_load_keeps_the_checkpoint(tmp_path, monkeypatch):
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
-            raise RuntimeError("PytorchStreamReader failed reading zip archive") from None
+            raise RuntimeError("PytorchStreamReader failed reading zip archive")  # noqa: B904 (as torch's C++ does)
     monkeypatch.setattr(torch, "load", load)
     result = run_dfarun(tmp_path, *args)
     assert result.code == 130 and "interrupted" in result.line(), result
@@ -292,3 +292,33 @@ def test_a_bad_thread_count_is_refused_in_one_line(tmp_path, threads):
     assert result.code == 2
     assert f"DFARUN_THREADS='{threads}': expected an int from 1 to {4 * os.cpu_count()}" in result.line()
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_reader_of_a_torch_file_passes_on_a_ctrl_c_inside_torch_load(tmp_path, monkeypatch):
+    # a checkpoint, the ZCA cache, saved weights: a Ctrl-C inside torch's C++ reader comes out
+    # as its own error; none of them may take that for a bad file to skip, refit or start over
+    from dfarun import figures, whiten
+
+    def load(*a, **k):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemError("error return without exception set")  # what torch.load gave
+    path = tmp_path / "x.pt"
+    torch.save({"a": torch.zeros(1)}, path)
+    monkeypatch.setattr(torch, "load", load)
+    for read in (lambda: store.load_checkpoint(path), lambda: store.checkpoint_seeds(path),
+                 lambda: whiten._load(path, "key", 1)):
+        with pytest.raises(SystemError) as info:
+            read()
+        assert guard.interrupted(info.value) and guard.describe(info.value)[0] == 130
+    with pytest.raises(KeyboardInterrupt):
+        figures.saved_mlp(path, 6)
+    # a real error while unwinding from Ctrl-C (a full disk in a finally:) is still that error
+    try:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise OSError(28, "No space left on device", "/runs/x.json")
+    except OSError as err:
+        assert guard.describe(err)[0] == 1 and "No space left" in guard.describe(err)[1]
