@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import IO, Callable
 
 
-def write(path: Path, dump: Callable[[IO], object], binary: bool = False) -> None:
-    """dump(f) into a temp file beside `path`, then rename it to `path`."""
+def write(path: Path, dump: Callable[[IO], object], binary: bool = False, mode: int = 0o644) -> None:
+    """dump(f) into a temp file beside `path`, then rename it to `path` (with `mode`)."""
     if path.is_dir():  # the rename would fail naming the temp file; name the path in the way
         raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
     # the folder first; no job ever removes a folder of the store (checkpoints/, locks/ stay,
@@ -23,15 +23,15 @@ def write(path: Path, dump: Callable[[IO], object], binary: bool = False) -> Non
             dump(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be shared
+        os.chmod(tmp, mode)  # mkstemp makes 0600; records are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    write(path, lambda f: f.write(text))
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    write(path, lambda f: f.write(text), mode=mode)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

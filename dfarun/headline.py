@@ -98,9 +98,15 @@ def _not_run(numbers: pd.DataFrame) -> str:
 
 
 def splice(text: str, headline: str) -> str:
-    """`text` (a README) with its part between BEGIN and END replaced by `headline`;
-    ValueError if it lacks the markers."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"it has no {BEGIN[:20]}... {END} pair of lines to write between")
-    return text[:start] + f"{BEGIN}\n{headline.strip()}\n" + text[end:]
+    """`text` (a README) with the lines between its BEGIN and END lines replaced by `headline`
+    (line endings kept); ValueError unless it has exactly one of each, in that order."""
+    lines = text.splitlines(keepends=True)
+    begins = [i for i, line in enumerate(lines) if line.strip().startswith(BEGIN.split(" (")[0])]
+    ends = [i for i, line in enumerate(lines) if line.strip() == END]
+    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
+        order = " (the end line first)" if len(begins) == len(ends) == 1 else ""
+        raise ValueError(f"expected one line starting {BEGIN.split(' (')[0]} and, below it, one line {END}; "
+                         f"found {len(begins)} and {len(ends)}{order}")
+    newline = "\r\n" if lines[begins[0]].endswith("\r\n") else "\n"
+    body = "".join(line + newline for line in headline.strip().splitlines())
+    return "".join(lines[:begins[0] + 1]) + body + "".join(lines[ends[0]:])

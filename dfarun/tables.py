@@ -236,14 +236,22 @@ def main(argv: list[str] | None = None) -> int:
         if table == 1 and args.compare:  # the README's results part (headline.py)
             texts["headline.md"] = headline.render(built.numbers, recs)
         shown.append(texts[f"table{table}.md"])
-    readmes = {}
+    readmes, outputs = {}, {(Path(args.out) / name).resolve() for name in texts}
     for name in args.readme:
+        path = Path(name).resolve()  # a symbolic link is written through, not replaced
         try:
-            readmes[Path(name)] = headline.splice(Path(name).read_text(), texts["headline.md"])
-            if not os.access(Path(name).absolute().parent, os.W_OK):  # found now, not after the tables
-                raise PermissionError(errno.EACCES, "its folder is not writable")
+            if not path.is_file():
+                raise ValueError("expected a Markdown file with the headline's begin and end lines")
+            if path in outputs:
+                raise ValueError("is one of the tables this run writes")
+            # found now, not after the tables are written
+            if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+                raise PermissionError(errno.EACCES, "not writable (the file or its folder)")
+            with open(path, encoding="utf-8", newline="") as f:  # line endings kept as they are
+                readmes[path] = (headline.splice(f.read(), texts["headline.md"]), path.stat().st_mode & 0o7777)
         except (OSError, UnicodeDecodeError, ValueError) as err:
-            print(f"dfarun-tables: error: --readme={name!r}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+            why = "expected UTF-8 text" if isinstance(err, UnicodeDecodeError) else getattr(err, "strerror", None) or err
+            print(f"dfarun-tables: error: --readme={name!r}: {why}", file=sys.stderr)
             return 2
     # every file complete or not written: the names are checked first, each is written atomically
     out = Path(args.out)
@@ -252,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(blocked))
         for name, text in texts.items():
             atomic.write_text(out / name, text)
-        for path, text in readmes.items():
-            atomic.write_text(path, text)
+        for path, (text, mode) in readmes.items():
+            atomic.write(path, lambda f, text=text: f.write(text.encode()), binary=True, mode=mode)
     except OSError as err:
         print(f"dfarun-tables: error: cannot write {err.filename or out} "
               f"({err.strerror or err})", file=sys.stderr)

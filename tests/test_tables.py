@@ -322,7 +322,43 @@ def test_readme_gets_the_headline_between_its_markers_and_nothing_else(tmp_path,
         assert tables.main([*args[:-2], "--out", str(fresh), *extra]) == 2  # the last --out counts
         assert not fresh.exists()
     err = capsys.readouterr().err
-    assert "--readme=" in err and "headline:begin" in err and "No such file" in err
+    assert "--readme=" in err and "headline:begin" in err and "expected a Markdown file" in err
     assert tables.main(["--store", str(runs), "--out", str(out), "--tables", "1", "--readme", str(readme)]) == 2
     assert "needs Table 1 in --tables and --compare" in capsys.readouterr().err
     assert bare.read_text() == "no markers\n"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("no markers\n", "found 0 and 0"),
+    (f"{headline.BEGIN}\n{headline.BEGIN}\nx\n{headline.END}\n", "found 2 and 1"),
+    (f"```\n{headline.BEGIN}\n{headline.END}\n```\n{headline.BEGIN}\n{headline.END}\n", "found 2 and 2"),
+    (f"{headline.END}\n{headline.BEGIN}\n", "the end line first"),
+])
+def test_readme_markers_must_be_one_pair_of_whole_lines(tmp_path, capsys, text, words):
+    runs = tmp_path / "runs"
+    store.write(runs / "a.json", record())
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    args = ["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1", "--compare", "--readme", str(readme)]
+    assert tables.main(args) == 2
+    assert words in capsys.readouterr().err and readme.read_text() == text and not (tmp_path / "out").exists()
+
+
+def test_readme_keeps_its_line_endings_mode_and_symlink(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    store.write(runs / "a.json", record())
+    target = tmp_path / "docs" / "README.md"
+    target.parent.mkdir()
+    target.write_bytes(f"top `{headline.END}` inline\r\n{headline.BEGIN}\r\nold\r\n{headline.END}\r\nend\r\n".encode())
+    target.chmod(0o664)
+    link = tmp_path / "README.md"
+    link.symlink_to(target)
+    assert tables.main(["--store", str(runs), "--out", str(out), "--tables", "1", "--compare", "--readme", str(link)]) == 0
+    data = target.read_bytes().decode()
+    assert link.is_symlink() and (target.stat().st_mode & 0o777) == 0o664
+    assert data.startswith(f"top `{headline.END}` inline\r\n{headline.BEGIN}\r\n| row |") and data.endswith(f"{headline.END}\r\nend\r\n")
+    assert "\n" not in data.replace("\r\n", "") and "old" not in data
+    # a README that is one of the run's own outputs is refused
+    assert tables.main(["--store", str(runs), "--out", str(out), "--tables", "1", "--compare",
+                        "--readme", str(out / "table1.md")]) == 2
+    assert "is one of the tables this run writes" in capsys.readouterr().err
