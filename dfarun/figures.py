@@ -58,7 +58,7 @@ def curves(by_method: dict[str, list[Record]]) -> pd.DataFrame:
 def budget(by_method: dict[str, list[Record]]) -> str:
     seeds = sorted({len(rs) for rs in by_method.values()})
     epochs = max(r.max_epochs for rs in by_method.values() for r in rs)
-    return f"{'/'.join(map(str, seeds))} seeds, at most {epochs} epoch{'s' * (epochs != 1)}"
+    return f"{'/'.join(map(str, seeds))} seed{'s' * (seeds != [1])}, at most {epochs} epoch{'s' * (epochs != 1)}"
 
 
 def _plot_curves(ax, table: pd.DataFrame, label: Callable[[str], str]) -> None:
