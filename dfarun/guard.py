@@ -61,9 +61,11 @@ def describe(err: BaseException) -> tuple[int, str]:
     if isinstance(err, MemoryError) or _says_memory(err):
         return FAILED, (f"error: out of memory ({_cut(text)}); use fewer seeds per job, a smaller model, "
                         f"batch_size or data set, or another device; then {RESUME}")
-    if isinstance(err, OSError):
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        return FAILED, (f"error: {err.strerror or text}{where}; make sure the folder is there, writable and "
+    # an OSError, or what torch's C++ writer made of one ("unexpected pos" after a full disk)
+    if (os_err := next((e for e in _chain(err) if isinstance(e, OSError)), None)) is not None:
+        where = f" ({os_err.filename})" if getattr(os_err, "filename", None) else ""
+        why = os_err.strerror or f"{type(os_err).__name__}: {_first_line(os_err)}"
+        return FAILED, (f"error: {why}{where}; make sure the folder is there, writable and "
                         f"not full, then {RESUME}")
     return FAILED, (f"error: unexpected {_cut(text)}; {RESUME}, or run it with DFARUN_DEBUG=1 to see the "
                     f"traceback and report it")
@@ -75,15 +77,21 @@ def interrupted(err: BaseException) -> bool:
     pos ...", torch.load: SystemError), with the interrupt as its context. A failure of its
     own while unwinding (a full disk: OSError, MemoryError) is not hidden behind the interrupt,
     nor is an error raised `from None`."""
+    for e in _chain(err):
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        if isinstance(e, (OSError, MemoryError)):
+            return False
+    return False
+
+
+def _chain(err: BaseException | None):
+    """err, then what it was raised from or while handling (not past `from None`)."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, KeyboardInterrupt):
-            return True
-        if isinstance(err, (OSError, MemoryError)):
-            return False
+        yield err
         seen.add(id(err))
         err = err.__cause__ if err.__cause__ is not None else None if err.__suppress_context__ else err.__context__
-    return False
 
 
 def in_job(describe_job: str, call):

@@ -99,14 +99,16 @@ def _not_run(numbers: pd.DataFrame) -> str:
 
 def splice(text: str, headline: str) -> str:
     """`text` (a README) with the lines between its BEGIN and END lines replaced by `headline`
-    (line endings kept); ValueError unless it has exactly one of each, in that order."""
-    lines = text.splitlines(keepends=True)
-    begins = [i for i, line in enumerate(lines) if line.strip().startswith(BEGIN.split(" (")[0])]
-    ends = [i for i, line in enumerate(lines) if line.strip() == END]
+    (line endings kept); ValueError unless it has exactly one of each, whole lines (spaces
+    around them aside), in that order."""
+    lines = text.split("\n")  # "\n" only: a form feed or U+2028 inside a line is no line break
+    marker = lambda line: line.strip().lstrip("\ufeff").strip()
+    begins = [i for i, line in enumerate(lines) if marker(line) == BEGIN]
+    ends = [i for i, line in enumerate(lines) if marker(line) == END]
     if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
         order = " (the end line first)" if len(begins) == len(ends) == 1 else ""
-        raise ValueError(f"expected one line starting {BEGIN.split(' (')[0]} and, below it, one line {END}; "
+        raise ValueError(f"expected one line {BEGIN} and, below it, one line {END}; "
                          f"found {len(begins)} and {len(ends)}{order}")
-    newline = "\r\n" if lines[begins[0]].endswith("\r\n") else "\n"
-    body = "".join(line + newline for line in headline.strip().splitlines())
-    return "".join(lines[:begins[0] + 1]) + body + "".join(lines[ends[0]:])
+    cr = "\r" if lines[begins[0]].endswith("\r") else ""  # a CRLF file stays CRLF
+    body = [line + cr for line in headline.strip().splitlines()]
+    return "\n".join(lines[:begins[0] + 1] + body + lines[ends[0]:])

@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         shown.append(texts[f"table{table}.md"])
     readmes, outputs = {}, {(Path(args.out) / name).resolve() for name in texts}
     for name in args.readme:
-        path = Path(name).resolve()  # a symbolic link is written through, not replaced
         try:
+            path = Path(name).resolve()  # a symbolic link is written through, not replaced
             if not path.is_file():
                 raise ValueError("expected a Markdown file with the headline's begin and end lines")
             if path in outputs:
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise PermissionError(errno.EACCES, "not writable (the file or its folder)")
             with open(path, encoding="utf-8", newline="") as f:  # line endings kept as they are
                 readmes[path] = (headline.splice(f.read(), texts["headline.md"]), path.stat().st_mode & 0o7777)
-        except (OSError, UnicodeDecodeError, ValueError) as err:
+        except (OSError, RuntimeError, UnicodeDecodeError, ValueError) as err:  # RuntimeError: a symlink loop
             why = "expected UTF-8 text" if isinstance(err, UnicodeDecodeError) else getattr(err, "strerror", None) or err
             print(f"dfarun-tables: error: --readme={name!r}: {why}", file=sys.stderr)
             return 2

@@ -7,6 +7,7 @@ sends a real SIGINT to a real process.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -322,3 +323,19 @@ def test_every_reader_of_a_torch_file_passes_on_a_ctrl_c_inside_torch_load(tmp_p
             raise OSError(28, "No space left on device", "/runs/x.json")
     except OSError as err:
         assert guard.describe(err)[0] == 1 and "No space left" in guard.describe(err)[1]
+
+
+def test_a_full_disk_inside_torch_save_is_named_as_a_full_disk():
+    # torch's C++ writer turns the file's OSError into its own RuntimeError ("unexpected pos")
+    class Full(io.BytesIO):
+        writes = 0
+
+        def write(self, data):  # the disk fills up part-way through the file
+            self.writes += 1
+            if self.writes == 3:
+                raise OSError(28, "No space left on device", "/runs/checkpoints/x.pt")
+            return super().write(data)
+    with pytest.raises(RuntimeError) as info:
+        torch.save({"w": torch.zeros(100)}, Full())
+    code, line = guard.describe(info.value)
+    assert code == 1 and "No space left on device (/runs/checkpoints/x.pt)" in line and "unexpected" not in line

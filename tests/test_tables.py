@@ -333,6 +333,8 @@ def test_readme_gets_the_headline_between_its_markers_and_nothing_else(tmp_path,
     (f"{headline.BEGIN}\n{headline.BEGIN}\nx\n{headline.END}\n", "found 2 and 1"),
     (f"```\n{headline.BEGIN}\n{headline.END}\n```\n{headline.BEGIN}\n{headline.END}\n", "found 2 and 2"),
     (f"{headline.END}\n{headline.BEGIN}\n", "the end line first"),
+    (f"{headline.BEGIN[:-4]}X -->\n{headline.END}\n", "found 0 and 1"),     # not the marker
+    (f"a\u2028{headline.BEGIN}\n{headline.END}\n", "found 0 and 1"),         # not a line of its own
 ])
 def test_readme_markers_must_be_one_pair_of_whole_lines(tmp_path, capsys, text, words):
     runs = tmp_path / "runs"
@@ -362,3 +364,15 @@ def test_readme_keeps_its_line_endings_mode_and_symlink(tmp_path, capsys):
     assert tables.main(["--store", str(runs), "--out", str(out), "--tables", "1", "--compare",
                         "--readme", str(out / "table1.md")]) == 2
     assert "is one of the tables this run writes" in capsys.readouterr().err
+
+
+def test_readme_markers_may_be_indented_or_follow_a_bom_and_a_symlink_loop_is_refused(tmp_path, capsys):
+    text = f"\ufeff{headline.BEGIN}\nold\n  {headline.END}  \nrest\n"
+    assert headline.splice(text, "new\n") == f"\ufeff{headline.BEGIN}\nnew\n  {headline.END}  \nrest\n"
+    runs, loop = tmp_path / "runs", tmp_path / "loop.md"
+    store.write(runs / "a.json", record())
+    loop.symlink_to(loop)
+    assert tables.main(["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1", "--compare",
+                        "--readme", str(loop)]) == 2
+    err = capsys.readouterr().err
+    assert "--readme=" in err and "Traceback" not in err and not (tmp_path / "out").exists()
