@@ -120,6 +120,13 @@ def test_fig3_embeds_each_layer_of_saved_networks(tmp_path, capsys):
     assert sorted(set(zip(points.method, points.layer))) == [(m, k) for m in ("bp", "dfa") for k in range(4)]
     assert len(points) == 2 * 4 * 60  # every test image, in the input and each hidden layer
 
+    (runs / "dfa.pt").unlink()  # a clone: the records are in git, the weights are not
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs2"), "--only", "fig3",
+                         "--data-dir", str(tmp_path / "data")]) == 0
+    said = capsys.readouterr().out
+    assert "fig3: not drawn: its records are there, the final weights of DFA (<record>.pt) are not: rerun " \
+           "`dfarun -m experiment=fig3 force=true`" in said and "missing records" not in said
+
 
 # --- hostile records and weights: one warning line each, never a traceback -----------------------
 
