@@ -16,7 +16,7 @@ EXPERIMENTS := fig2-right fig2-frozen fig3 ifa-4x100 deep
         quick-table3 $(EXPERIMENTS)
 
 help:  ## list the targets
-	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 	@echo "  data and extra overrides: make run DATA_DIR=~/data ARGS='max_epochs=5'"
 
 install: $(BIN)/.installed  ## create .venv and install dfarun (editable) with its test, cluster and tensorboard extras
