@@ -15,9 +15,12 @@ time, with whatever else shared the GPU). A cell with a record that has no epoch
 """
 from __future__ import annotations
 
+import errno
 import math
+import os
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
 import pandas as pd
 
@@ -112,3 +115,18 @@ def splice(text: str, headline: str) -> str:
     cr = "\r" if lines[begins[0]].endswith("\r") else ""  # a CRLF file stays CRLF
     body = [line + cr for line in headline.strip().splitlines()]
     return "\n".join(lines[:begins[0] + 1] + body + lines[ends[0]:])
+
+
+def readme(name: str, headline: str, outputs: set[Path]) -> tuple[Path, str, int]:
+    """(the file to write, its text with `headline` spliced in, its mode) for `--readme name`:
+    a file (a symbolic link is written through, not replaced), none of this run's `outputs`,
+    writable, UTF-8 with one pair of markers; its line endings and mode are kept."""
+    path = Path(name).resolve()
+    if not path.is_file():
+        raise ValueError("expected a Markdown file with the headline's begin and end lines")
+    if path in outputs:
+        raise ValueError("is one of the tables this run writes")
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        raise PermissionError(errno.EACCES, "not writable (the file or its folder)")
+    with open(path, encoding="utf-8", newline="") as f:
+        return path, splice(f.read(), headline), path.stat().st_mode & 0o7777

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import errno
-import os
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -237,22 +236,14 @@ def main(argv: list[str] | None = None) -> int:
             texts["headline.md"] = headline.render(built.numbers, recs)
         shown.append(texts[f"table{table}.md"])
     readmes, outputs = {}, {(Path(args.out) / name).resolve() for name in texts}
-    for name in args.readme:
+    for name in args.readme:  # all read and checked before any file is written
         try:
-            path = Path(name).resolve()  # a symbolic link is written through, not replaced
-            if not path.is_file():
-                raise ValueError("expected a Markdown file with the headline's begin and end lines")
-            if path in outputs:
-                raise ValueError("is one of the tables this run writes")
-            # found now, not after the tables are written
-            if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
-                raise PermissionError(errno.EACCES, "not writable (the file or its folder)")
-            with open(path, encoding="utf-8", newline="") as f:  # line endings kept as they are
-                readmes[path] = (headline.splice(f.read(), texts["headline.md"]), path.stat().st_mode & 0o7777)
+            path, text, mode = headline.readme(name, texts["headline.md"], outputs)
         except (OSError, RuntimeError, UnicodeDecodeError, ValueError) as err:  # RuntimeError: a symlink loop
             why = "expected UTF-8 text" if isinstance(err, UnicodeDecodeError) else getattr(err, "strerror", None) or err
             print(f"dfarun-tables: error: --readme={name!r}: {why}", file=sys.stderr)
             return 2
+        readmes[path] = (text, mode)
     # every file complete or not written: the names are checked first, each is written atomically
     out = Path(args.out)
     try:
