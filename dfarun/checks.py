@@ -103,11 +103,12 @@ def _check_reg_name(reg: DictConfig, conv: bool) -> None:
     dropout = reg.p_input > 0 or reg.p_hidden > 0 or (conv and any(p > 0 for p in reg.p_conv))
     doing = (dropout, reg.eps > 0)
     names = [name for name, does in REGULARISERS.items() if does == doing]
-    check(reg.name in REGULARISERS, "reg.name", reg.name, f"expected one of {list(REGULARISERS)} (reg=<name> sets its values)")
+    check(reg.name in REGULARISERS, "reg.name", reg.name,
+          f"expected one of {list(REGULARISERS)} (reg=<name> sets its values)")
     check(reg.name in names, "reg.name", reg.name,
           f"does not match reg's values (dropout {'on' if dropout else 'off'}, eps={reg.eps}): "
           + (f"expected {names[0]} for these values, or reg={reg.name} alone for its own" if names else
-             "dropout and adversarial training together have no name here (checks.REGULARISERS)"))
+             "dropout and adversarial training together have no name here (the paper never combines them)"))
 
 
 FLOAT32_MAX = 3.4028234663852886e38  # rates and scales meet float32 tensors: larger is inf there
