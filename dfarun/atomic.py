@@ -30,8 +30,8 @@ def write(path: Path, dump: Callable[[IO], object], binary: bool = False, mode: 
         raise
 
 
-def write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    write(path, lambda f: f.write(text), mode=mode)
+def write_text(path: Path, text: str) -> None:
+    write(path, lambda f: f.write(text))
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -156,8 +156,8 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
     epochs any seed of a cell ran, by (data set, paper row, method)) adds a second figure, the
     hours at those epochs, for the cells the records have (the rest at their limit).
     `only_rows`: only these rows (all when empty); `skip_rows`: not these."""
-    from .config import epoch_limit
-    from .runner import architecture, conv_dropout, row_label
+    from .config import conv_dropout, epoch_limit
+    from .runner import architecture, row_label
 
     grids = table_grids(tables)
     cells = table_rows(tables, keep=lambda row: row not in skip_rows and (not only_rows or row in only_rows))

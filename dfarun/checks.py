@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import config
-from .config import CONF_DIR, LOGGERS, SCHEDULES, ConfigError, effective_lr
+from .config import CONF_DIR, LOGGERS, SCHEDULES, ConfigError, conv_dropout, dropout_on, effective_lr
 from .config import _check as check
 
 MAX_DEPTH = 1000  # hidden layers; the paper's deepest net has 100 (each layer costs Python time)
@@ -82,7 +82,7 @@ def check_values(cfg: DictConfig) -> None:
     for key in ("p_input", "p_hidden"):
         check(0 <= reg[key] < 1, f"reg.{key}", reg[key], "expected a probability in [0, 1)")
     check(_scale(reg.eps), "reg.eps", reg.eps, "expected a float in [0, 3.4e38] (float32's range)")
-    _check_reg_name(reg, conv=bool(m.channels))
+    _check_reg_name(reg, dropout_on(reg.p_input, reg.p_hidden, conv_dropout(cfg)))
     check(cfg.freeze_first_epochs >= 0, "freeze_first_epochs", cfg.freeze_first_epochs, "expected an int >= 0")
     check(cfg.align_every >= 1, "align_every", cfg.align_every, "expected an int >= 1 (steps)")
     if cfg.val:
@@ -99,8 +99,7 @@ REGULARISERS = {  # name -> (dropout on, fast-gradient-sign on)
 }
 
 
-def _check_reg_name(reg: DictConfig, conv: bool) -> None:
-    dropout = reg.p_input > 0 or reg.p_hidden > 0 or (conv and any(p > 0 for p in reg.p_conv))
+def _check_reg_name(reg: DictConfig, dropout: bool) -> None:
     doing = (dropout, reg.eps > 0)
     names = [name for name, does in REGULARISERS.items() if does == doing]
     check(reg.name in REGULARISERS, "reg.name", reg.name,

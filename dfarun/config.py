@@ -267,6 +267,16 @@ def epoch_limit(cfg: DictConfig) -> int:
     return cfg.max_epochs if cfg.train_epochs is None else min(cfg.max_epochs, cfg.train_epochs)
 
 
+def conv_dropout(cfg: DictConfig) -> tuple[float, ...]:
+    """reg.p_conv where there are conv blocks; an MLP has none, so its own is ()."""
+    return tuple(cfg.reg.p_conv) if cfg.model.channels else ()
+
+
+def dropout_on(p_input: float, p_hidden: float, p_conv: tuple[float, ...]) -> bool:
+    """Any unit dropped at all (p_conv too: a conv net may drop only after its conv blocks)."""
+    return bool(p_input or p_hidden or any(p_conv))
+
+
 def resolve_device(name: str) -> torch.device:
     """auto | cpu | cuda | cuda:N -> a device that exists here."""
     import torch  # here, not at the top: the CLI reports a bad override without importing torch

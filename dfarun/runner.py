@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import config, store
-from .config import effective_lr, epoch_limit, resolve_device, validate
+from .config import conv_dropout, effective_lr, epoch_limit, resolve_device, validate
 from .conv import ConvArch
 from .data import Data, load
 from .guard import interrupted
@@ -188,11 +188,6 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     store.drop_checkpoint(ckpt)
     log.info(f"records: {store.record_path(cfg, seeds[0]).parent}/")
     return records
-
-
-def conv_dropout(cfg: DictConfig) -> tuple[float, ...]:
-    """reg.p_conv where there are conv blocks; an MLP has none, so its own is ()."""
-    return tuple(cfg.reg.p_conv) if cfg.model.channels else ()
 
 
 def _resume(path: Path, seeds: list[int], device: torch.device, began: int | None = None) -> State | None:

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .config import dropout_on
 from .data import Data
 from .nets import Dropout, Network
 from .rules import Rule
@@ -55,8 +56,7 @@ class Protocol:
 
     @property
     def dropout(self) -> bool:
-        """Any unit dropped at all (p_conv too: a conv net may drop only after its conv blocks)."""
-        return bool(self.p_input or self.p_hidden or any(self.p_conv))
+        return dropout_on(self.p_input, self.p_hidden, self.p_conv)
 
 
 # --- epochs --------------------------------------------------------------------------------
