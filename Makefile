@@ -12,8 +12,10 @@ DATA := $(if $(strip $(DATA_DIR)),data_dir=$(strip $(DATA_DIR)))
 
 STORE ?= runs
 EXPERIMENTS := fig2-right fig2-frozen fig3 ifa-4x100 deep
-.PHONY: help install test test-slurm run bench accelerator-prepare tables results figures clean table1 table2 table3 quick-table1 quick-table2 \
-        quick-table3 $(EXPERIMENTS)
+TABLES := table1 table2 table3
+# the tables are static pattern rules: make skips implicit (%) rules for a .PHONY target
+.PHONY: help install test test-slurm run bench accelerator-prepare tables results figures clean $(TABLES) \
+        $(addprefix quick-,$(TABLES)) $(EXPERIMENTS)
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -43,26 +45,26 @@ bench: install  ## 2x800 epoch seconds and conv_tanh images/s next to the FLOP b
 accelerator-prepare:  ## fill .accel/ for scripts/accelerator/run.sh: hydra wheels, MNIST from DATA_DIR (docs/accelerator.md)
 	DATA_DIR='$(strip $(DATA_DIR))' scripts/accelerator/prepare.sh
 
-table%: install  ## table1|table2|table3: sweep a paper table's grid (paper profile), then render it
+table1 table2 table3: table%: install  ## sweep a paper table's grid (paper profile) into STORE (runs), render it into STORE/tables/
 	$(BIN)/dfarun -m experiment=table$* store=$(STORE) $(DATA) $(ARGS)
-	$(BIN)/dfarun-tables --store $(STORE) --out results --tables $* --compare
+	$(BIN)/dfarun-tables --store $(STORE) --out $(STORE)/tables --tables $* --compare
 
-quick-table%: install  ## quick-table1|2|3: the same grid, quick profile (3 seeds, <= 20 epochs)
+quick-table1 quick-table2 quick-table3: quick-table%: install  ## the same grid, quick profile (3 seeds, <= 20 epochs): a demo
 	$(BIN)/dfarun -m experiment=table$* profile=quick store=$(STORE) $(DATA) $(ARGS)
-	$(BIN)/dfarun-tables --store $(STORE) --out results --tables $* --compare
+	$(BIN)/dfarun-tables --store $(STORE) --out $(STORE)/tables --tables $* --compare
 
-tables: install  ## render every table from the records in $(STORE) into results/
-	$(BIN)/dfarun-tables --store $(STORE) --out results --compare
+tables: install  ## render every table from the records in STORE (runs) into STORE/tables/
+	$(BIN)/dfarun-tables --store $(STORE) --out $(STORE)/tables --compare
 
-results: install  ## the committed Table 1 and the READMEs' headline, from the records in results/records/
+results: install  ## the committed Table 1 and the READMEs' headline, from results/records/ (writes results/)
 	$(BIN)/dfarun-tables --store results/records --out results --tables 1 --compare --readme README.md \
 	    --readme results/README.md
 
 fig2-right fig2-frozen fig3 ifa-4x100 deep: install  ## run one figure's experiment (then: make figures)
 	$(BIN)/dfarun -m experiment=$(subst -,_,$@) store=$(STORE) $(DATA) $(ARGS)
 
-figures: install  ## render every figure whose records exist into results/figures/
-	$(BIN)/dfarun-figures --store $(STORE) --out results/figures $(if $(DATA),--data-dir $(DATA_DIR))
+figures: install  ## render every figure whose records exist in STORE (runs) into STORE/figures/
+	$(BIN)/dfarun-figures --store $(STORE) --out $(STORE)/figures $(if $(DATA),--data-dir $(DATA_DIR))
 
 clean:  ## remove the virtual environment and caches (not runs/ or results/)
 	rm -rf $(VENV) *.egg-info .pytest_cache

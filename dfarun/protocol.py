@@ -4,10 +4,11 @@ A record is filed under its paper row by its model's and regulariser's labels ("
 " + DO"), and those say nothing of overrides: `model=2x800_tanh model.width=3`, `lr=3e-3` or
 `dataset.train_size=500` run under the label "2x800 Tanh" too. A record fills a table cell
 only if it ran that cell's settings, the ones `conf/experiment/table<N>.yaml` composes for
-its row and method, up to the budget (max_epochs; seeds and profile are not settings at all),
-so that `profile=quick` and a short `max_epochs` still fill a (demo) table. The others are
-left out of the tables and of the figures drawn from the tables' cells, with a note that
-names what differs.
+its row and method, up to the budget (seeds and profile are not settings at all): a shorter
+epoch limit, so that `profile=quick` and a short `max_epochs` still fill a (demo) table, but
+not a longer one than the cell's (the paper stopped at 300 epochs). The others are left out of
+the tables and of the figures drawn from the tables' cells, with a note that names what
+differs.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import store
 from .config import CONF_DIR
 
-BUDGET = ("max_epochs",)  # may differ from the table's: a shorter run of the same protocol
+BUDGET = ("max_epochs",)  # may be below the table's: a shorter run of the same protocol
 
 
 def table_grids(tables: Iterable[int] = (1, 2, 3)) -> dict:
@@ -42,18 +43,29 @@ def table_rows(tables: Iterable[int] = (1, 2, 3), keep=lambda row: True) -> dict
                     for row in grid.row.split(",") if keep(row)] for t, grid in table_grids(tables).items()}
 
 
-@cache
 def paper_cells() -> dict[tuple[str, str, str], dict]:
     """(data set, paper row, method) -> that cell's settings (store.settings), less the budget."""
+    return _cells()[0]
+
+
+def paper_epoch_limits() -> dict[tuple[str, str, str], int]:
+    """(data set, paper row, method) -> the most epochs the cell trains (config.epoch_limit)."""
+    return _cells()[1]
+
+
+@cache
+def _cells() -> tuple[dict, dict]:
+    from .config import epoch_limit
     from .runner import row_label
 
-    cells, grids = {}, table_grids()
+    cells, limits, grids = {}, {}, table_grids()
     for t, rows in table_rows().items():
         for _, cfg in rows:
             for method in grids[t].method.split(","):
                 cfg.method.name = method  # our own composed copy; a method's config is its name
-                cells[(cfg.dataset.name, row_label(cfg), method)] = _protocol(store.experiment(cfg))
-    return cells
+                cell = (cfg.dataset.name, row_label(cfg), method)
+                cells[cell], limits[cell] = _protocol(store.experiment(cfg)), epoch_limit(cfg)
+    return cells, limits
 
 
 def _protocol(config: dict) -> dict:
@@ -67,11 +79,17 @@ def split(recs: Iterable) -> tuple[list, dict[tuple[str, str, str], set[str]]]:
     """(the records that may fill the tables' cells, and for each paper cell that some other
     records claim: the settings by which they differ, as `key=value` overrides). Records of
     rows outside the tables (the figures' own runs) are kept."""
-    cells, kept, off = paper_cells(), [], {}
+    cells, limits, kept, off = paper_cells(), paper_epoch_limits(), [], {}
     for r in recs:
         cell = (r.dataset, r.row, r.method)
-        if cell in cells and (ours := _protocol(r.config)) != cells[cell]:
-            off.setdefault(cell, set()).update(_differing(ours, cells[cell]))
+        if cell not in cells:
+            kept.append(r)
+            continue
+        diffs = _differing(ours, cells[cell]) if (ours := _protocol(r.config)) != cells[cell] else []
+        if r.max_epochs > limits[cell]:  # Record.max_epochs is the limit the seed trained under
+            diffs.append(f"max_epochs={r.config['max_epochs']} (the cell's limit is {limits[cell]})")
+        if diffs:
+            off.setdefault(cell, set()).update(diffs)
         else:
             kept.append(r)
     return kept, off

@@ -41,7 +41,7 @@ class Record:
     seed: int
     seeds: tuple[int, ...]  # the seeds the job asked for
     profile: str
-    max_epochs: int
+    max_epochs: int      # the most epochs a seed could run: config.max_epochs, or a row's shorter train_epochs
     epochs: int
     stop: str
     train_error: float | None  # at the reported epoch: best_val's when there is one; None if diverged
@@ -123,11 +123,15 @@ def parse(rec: dict, path: Path) -> Record:
         raise Invalid("config.dataset.classes", f"missing, and {names['dataset']!r} is not a known data set")
     seeds = _take(cfg, "config.seeds", _is_seeds, "a non-empty list of distinct ints >= 0")
     max_epochs = _take(cfg, "config.max_epochs", _is_int(1), "an int >= 1")
+    # a row's own training time (the dropout row's 150 epochs); absent in records made before it
+    train_epochs = _take(cfg, "config.train_epochs", lambda v: v is None or _is_int(1)(v), "an int >= 1 or null",
+                         default=None)
     seed = _take(rec, "seed", _is_int(0), "an int >= 0")
     if seed not in seeds:
         raise Invalid("seed", f"{seed} is not among config.seeds {reprlib.repr(seeds)}")
     stop = _take(rec, "stop", lambda v: v in STOPS, " or ".join(STOPS))
-    epochs = _take(rec, "epochs", _is_int(1, max_epochs), f"an int from 1 to config.max_epochs ({max_epochs})")
+    limit = max_epochs if train_epochs is None else min(max_epochs, train_epochs)  # config.epoch_limit
+    epochs = _take(rec, "epochs", _is_int(1, limit), f"an int from 1 to the epoch limit ({limit})")
     errors = _final_errors(rec, stop, epochs)
     return Record(
         path=path, dataset=names["dataset"], classes=classes, model=names["model"], method=names["method"],
@@ -135,7 +139,7 @@ def parse(rec: dict, path: Path) -> Record:
         # added after this record format: absent means not frozen
         freeze=_take(cfg, "config.freeze_first_epochs", _is_int(0), "an int >= 0", default=0),
         key=_take(rec, "key", _is_text, "a non-empty string"), seed=seed, seeds=tuple(seeds),
-        profile=_take(cfg, "config.profile", _is_text, "a non-empty string"), max_epochs=max_epochs,
+        profile=_take(cfg, "config.profile", _is_text, "a non-empty string"), max_epochs=limit,
         epochs=epochs, stop=stop, train_error=errors[0], test_error=errors[1],
         history=_history(rec, epochs), config=cfg,
         device=_take(rec, "device", _is_text, "a non-empty string", default="cpu"),
@@ -225,7 +229,7 @@ def cell(r) -> tuple[str, str, str, bool]:
 
 def fill(records: Iterable) -> list:
     """THE experiment that fills one cell, for tables and figures alike: of the experiments
-    (keys) among `records`, the one with the largest epoch budget, then the most seeds run, then
+    (keys) among `records`, the one with the largest epoch limit, then the most seeds run, then
     the first key in sort order (so that the choice never depends on file order). Its records,
     by seed."""
     by_key: dict[str, list] = {}

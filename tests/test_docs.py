@@ -189,6 +189,10 @@ def test_every_make_target_the_docs_name_exists():
     """`make X` in a doc is something a reader types: the Makefile must parse and have X
     (`make -n` prints the recipe without running it)."""
     named = sorted({m for doc in DOCS for m in re.findall(r"\bmake ([a-z][a-z0-9-]*)", doc.read_text())})
-    assert "test" in named and "results" in named
-    done = subprocess.run(["make", "-n", *named], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    assert "test" in named and "results" in named and "table1" in named
+    for target in named:
+        done = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (target, done.stderr)
+        # a phony target that no rule builds (a pattern rule make skips for it) does nothing, with rc 0;
+        # `install` may be up to date
+        assert target == "install" or "Nothing to be done" not in done.stdout + done.stderr, target

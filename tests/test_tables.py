@@ -282,6 +282,27 @@ def test_runs_of_other_settings_under_a_paper_label_are_left_out_with_a_note(tmp
            "(dataset.train_size=50)" in err
 
 
+def test_a_longer_budget_than_the_cells_is_left_out_and_a_rows_own_limit_is_its_budget(tmp_path, capsys):
+    """The paper stopped at 300 epochs: a 1000-epoch run of the same settings is not its cell
+    (by budget it would win over the real seeds). The dropout row trains 150 epochs whatever
+    max_epochs says (train_epochs), so its records say 150 and max_epochs=1000 changes nothing."""
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        store.write(runs / f"real{seed}.json", record(method="bp", seed=seed, test=1.6, key="real", max_epochs=300))
+        do = record(row="2x800 Tanh + DO", method="bp", seed=seed, test=1.4, key="do", max_epochs=1000, epochs=150)
+        assert do["config"]["train_epochs"] == 150  # the cell's own settings (helpers.paper_settings)
+        store.write(runs / f"do{seed}.json", do)
+    store.write(runs / "long.json", record(method="bp", seed=0, test=9.0, key="long", max_epochs=1000, seeds=(0,)))
+    assert tables.main(["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "1.60 ± 0.00%" in out and "9.00" not in out and "1.40 ± 0.00%" in out
+    assert "note: mnist 2x800 Tanh BP: records with other settings than the paper's cell left out " \
+           "(max_epochs=1000 (the cell's limit is 300))" in err
+    assert "2x800 Tanh + DO" not in err
+    assert "at most 150 epochs (3 cells: 2x800 Tanh + DO)" not in out  # one cell here: BP
+    assert "at most 150 epochs (1 cells: 2x800 Tanh + DO)" in out and "at most 300 epochs (1 cells: 2x800 Tanh)" in out
+
+
 def test_tables_refuse_a_store_without_records_and_write_nothing_half(tmp_path, capsys):
     empty, out = tmp_path / "empty", tmp_path / "out"
     empty.mkdir()
