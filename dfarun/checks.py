@@ -55,7 +55,7 @@ def check_values(cfg: DictConfig) -> None:
     check(cfg.table in (None, 1, 2, 3), "table", cfg.table, "expected null, 1, 2 or 3 (the paper's tables)")
     check(cfg.figure is None or cfg.figure in figures(), "figure", cfg.figure, f"expected null or one of {list(figures())}")
     for key in ("store", "data_dir"):
-        check(cfg[key].strip() != "", key, cfg[key], "expected a folder (store=. for the current one)")
+        check(cfg[key].strip() != "", key, cfg[key], f"expected a folder ({key}=. for the current one)")
     _check_dataset(d, CLASSES, SIZES)
     check(1 <= m.depth <= MAX_DEPTH, "model.depth", m.depth, f"expected an int in [1, {MAX_DEPTH}]")
     check(m.width >= 1, "model.width", m.width, "expected an int >= 1")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 
 import hydra
@@ -70,6 +71,10 @@ def main() -> None:
     (guard.py), traceback only under DFARUN_DEBUG=1."""
     # torch's compiler warns that a CUDA build found no CUDA runtime; on a CPU machine that is expected
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    # progress lines go to stdout: if its reader goes away (`dfarun ... | head -1`), training goes
+    # on and writes its records, without a logging traceback per line (entry.py ends quietly)
+    logging.raiseExceptions = False
+    sys.argv[1:] = [_quote_home(arg) for arg in sys.argv[1:]]
     try:
         with catch_sigterm():
             check_args(sys.argv[1:])
@@ -81,6 +86,19 @@ def main() -> None:
         raise
     except BaseException as err:  # noqa: BLE001 - every way out is reported, in one line
         sys.exit(report(err))
+
+
+def _quote_home(arg: str) -> str:
+    """`data_dir=~/data` as zsh, or a quoted bash word, passes it (bash expands a bare one
+    itself): Hydra's grammar has no bare ~, so such a path is quoted for it (data_dir='~/data');
+    dfarun expands ~ in every path it uses."""
+    key, eq, value = arg.partition("=")
+    if eq and not key.startswith("-") and HOME_PATH.fullmatch(value):
+        return f"{key}='{value}'"
+    return arg
+
+
+HOME_PATH = re.compile(r"~[\w./+-]*")  # ~, ~/data, ~user/data: no quotes, commas or brackets to mind
 
 
 @contextlib.contextmanager
@@ -141,9 +159,10 @@ def check_args(argv: list[str]) -> list[DictConfig]:
         except OverrideParseException as err:
             lines = str(err).splitlines()
             reason = lines[1] if len(lines) > 1 and lines[0].startswith("Error parsing") else lines[0]
+            quote = "; quote a path that starts with ~, as data_dir='~/a'" if "~" in text else ""
             raise DfarunError(f"{text}: not an override ({reason}); expected key=value, e.g. "
                               f"max_epochs=20 (grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)"
-                              ) from None
+                              f"{quote}") from None
     multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN"
                                     for o in parsed)
     if args.multirun + bool(args.cfg) + args.run > 1:

@@ -283,8 +283,6 @@ def _error(message: str) -> int:
 
 
 def cli() -> None:
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # figures are written whole or not at all (atomic.py): nothing to clean up
-        print("dfarun-figures: interrupted", file=sys.stderr)
-        sys.exit(130)
+    # Ctrl-C is one line (entry.py): figures are written whole or not at all (atomic.py), so
+    # there is nothing to clean up
+    sys.exit(main())

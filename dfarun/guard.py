@@ -4,7 +4,8 @@ failed and what to do, and an exit code a script can act on (README: Errors and 
     0    done
     1    a job failed (out of memory, a full disk, a bug)
     2    bad input: a value, a file or a folder (nothing was trained)
-    130  interrupted (Ctrl-C); 143 stopped by SIGTERM: rerunning the same command resumes
+    130  interrupted (Ctrl-C); 143 stopped by SIGTERM, 129 by SIGHUP (a closed terminal or ssh
+         session): rerunning the same command resumes
 
 Nothing trained is lost on the way out: each epoch's checkpoint is written atomically before
 the next epoch starts, and records are written the moment a seed is final; an exception or a
@@ -49,8 +50,9 @@ def describe(err: BaseException) -> tuple[int, str]:
     if isinstance(err, JobFailed):
         return err.code, str(err)
     if interrupted(err):
-        if _signalled and _signalled[0] == signal.SIGTERM:
-            return 128 + signal.SIGTERM, f"stopped by SIGTERM; finished seeds keep their records: {RESUME}"
+        if _signalled:
+            name = signal.Signals(_signalled[0]).name
+            return 128 + _signalled[0], f"stopped by {name}; finished seeds keep their records: {RESUME}"
         return INTERRUPTED, f"interrupted; finished seeds keep their records: {RESUME}"
     if isinstance(err, DfarunError):
         return BAD_INPUT, f"error: {err}"
@@ -125,27 +127,34 @@ def report(err: BaseException) -> int:
     return code
 
 
+STOPPING = (signal.SIGTERM, signal.SIGHUP)  # besides SIGINT (Ctrl-C): a time limit or `kill`; a hang-up
+
+
 def on_sigterm(signum, frame) -> None:
-    """SIGTERM (a cluster's time limit, `kill`) unwinds like Ctrl-C: locks released, the last
-    epoch's checkpoint kept; a second SIGTERM while unwinding is ignored."""
+    """SIGTERM (a cluster's time limit, `kill`) and SIGHUP (the terminal or ssh session closed)
+    unwind like Ctrl-C: locks released, the last epoch's checkpoint kept; a second signal
+    while unwinding is ignored."""
     if not _signalled:
         _signalled.append(signum)
         raise KeyboardInterrupt
 
 
 class catch_sigterm:
-    """Install on_sigterm for the duration (main thread only: Python delivers signals there)."""
+    """Install on_sigterm for SIGTERM and SIGHUP for the duration (main thread only: Python
+    delivers signals there). A SIGHUP that is ignored (`nohup`) stays ignored."""
 
     def __enter__(self):
         _signalled.clear()
-        self.previous = None
+        self.previous = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, on_sigterm)
+            for sig in STOPPING:
+                if signal.getsignal(sig) is not signal.SIG_IGN or sig == signal.SIGTERM:
+                    self.previous[sig] = signal.signal(sig, on_sigterm)
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
         return False
 
 

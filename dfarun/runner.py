@@ -50,6 +50,10 @@ def _run(cfg: DictConfig) -> list[dict]:
     done = _finished(cfg, seeds, stale)
     if done:
         log.info(f"skipping seeds {sorted(done)}: records exist in {cfg.store}/ (force=true retrains)")
+        weightless = [s for s in sorted(done) if not store.record_path(cfg, s).with_suffix(".pt").exists()]
+        if cfg.save_weights and weightless:  # save_weights is no setting of the experiment: say so
+            log.warning(f"save_weights=true: seeds {weightless} were trained without it and have no weights; "
+                        "force=true retrains them and saves them")
     if (stack := seed_stack(cfg, device)) < len(seeds) - len(done):
         why = "" if cfg.seed_stack is not None else " (seed_stack=null: conv seeds do not gain from stacking on a CPU)"
         log.info(f"training at most {stack} seed{'s' * (stack > 1)} at a time{why}")

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 
 # the dfarun CLI of this checkout, whichever dfarun the venv has installed
-DFARUN = [sys.executable, "-c", "from dfarun.cli import main; import sys; sys.argv[0] = 'dfarun'; main()"]
+DFARUN = [sys.executable, "-c", "from dfarun.entry import dfarun; import sys; sys.argv[0] = 'dfarun'; dfarun()"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

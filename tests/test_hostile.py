@@ -149,8 +149,11 @@ def raising(err: BaseException):
 @pytest.mark.parametrize("stop, code, words", [
     (raising(KeyboardInterrupt()), 130, ["interrupted", "rerun the same command to resume"]),  # SIGINT's
     (lambda: os.kill(os.getpid(), signal.SIGTERM), 143, ["SIGTERM", "rerun the same command to resume"]),
+    pytest.param(lambda: os.kill(os.getpid(), signal.SIGHUP), 129, ["SIGHUP", "rerun the same command to resume"],
+                 marks=pytest.mark.skipif(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN,
+                                          reason="SIGHUP is ignored here (nohup), and so by dfarun")),
     (raising(RuntimeError("boom")), 1, ["synthetic 3x50_tanh dfa seeds [0]", "RuntimeError: boom", "DFARUN_DEBUG=1"]),
-], ids=["ctrl-c", "sigterm", "error"])
+], ids=["ctrl-c", "sigterm", "sighup", "error"])
 def test_a_stop_after_an_epoch_keeps_its_checkpoint_and_a_rerun_resumes(tmp_path, monkeypatch, stop, code, words):
     runs = tmp_path / "runs"
     args = [*FAST, "max_epochs=3", f"store={runs}"]
@@ -169,6 +172,17 @@ def test_a_stop_after_an_epoch_keeps_its_checkpoint_and_a_rerun_resumes(tmp_path
     assert "resuming seeds [0] after epoch 1" in rerun.out
     [rec] = [json.loads(p.read_text()) for p in runs.glob("*.json")]
     assert rec["epochs"] == 3 and checkpoints(runs) == []
+
+
+def test_a_sighup_that_nohup_ignores_stays_ignored():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with guard.catch_sigterm():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is guard.on_sigterm
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_ctrl_c_inside_the_checkpoints_torch_save_is_an_interrupt(tmp_path, monkeypatch):
@@ -339,3 +353,26 @@ def test_a_full_disk_inside_torch_save_is_named_as_a_full_disk():
         torch.save({"w": torch.zeros(100)}, Full())
     code, line = guard.describe(info.value)
     assert code == 1 and "No space left on device (/runs/checkpoints/x.pt)" in line and "unexpected" not in line
+
+
+@pytest.mark.parametrize("env, expected", [("", "~/.cache/dfarun/data"), ("/data/here", "/data/here")])
+def test_data_dir_comes_from_dfarun_data_dir_and_an_empty_one_is_unset(make_cfg, monkeypatch, env, expected):
+    monkeypatch.setenv("DFARUN_DATA_DIR", env)
+    assert make_cfg().data_dir == expected
+
+
+def test_an_empty_data_dir_names_data_dir(tmp_path):
+    assert "data_dir='': expected a folder (data_dir=. for the current one)" in refused(tmp_path, "data_dir=")
+
+
+def test_a_path_that_starts_with_a_bare_tilde_is_home(tmp_path):
+    """zsh passes `store=~/runs` on as it is (bash expands it); Hydra's grammar has no bare ~."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir(), cwd.mkdir()
+    for flags in ([], ["-m"]):
+        result = run_dfarun(cwd, *flags, *FAST, "store=~/runs", "data_dir=~/data", env={"HOME": str(home)})
+        assert result.code == 0, result
+    assert len(list((home / "runs").glob("*.json"))) == 1  # the sweep's one job found the run's record
+    assert list((home / "runs" / "sweeps").iterdir()) and os.listdir(cwd) == []  # no folder named ~
+    line = refused(cwd, "store=~/a,~/b", flags=("-m",))  # a sweep of such paths needs the quotes
+    assert "quote a path that starts with ~, as data_dir='~/a'" in line

@@ -129,6 +129,8 @@ def test_second_run_skips_finished_seeds_extra_seed_trains_alone_force_retrains(
     assert again == first
     assert snapshot(cfg, (0, 1)) == before          # files untouched
     assert "skipping seeds [0, 1]" in caplog.text
+    run(make_cfg(SMALL, "seeds=[0,1]", "save_weights=true"))  # the records stand: no weights, but words
+    assert train_calls == [[0, 1]] and "seeds [0, 1] were trained without it and have no weights" in caplog.text
 
     caplog.clear()
     more = run(make_cfg(SMALL, "seeds=[0,1,2]"))
