@@ -54,6 +54,10 @@ def _run(cfg: DictConfig) -> list[dict]:
         if cfg.save_weights and weightless:  # save_weights is no setting of the experiment: say so
             log.warning(f"save_weights=true: seeds {weightless} were trained without it and have no weights; "
                         "force=true retrains them and saves them")
+    for other in store.other_checkpoints(cfg) if len(done) < len(seeds) else ():  # a job's checkpoint is its own
+        if held := sorted(set(store.checkpoint_seeds(other)) & set(seeds) - set(done)):
+            log.warning(f"not resuming seeds {held} from {other}: a job with another seed list made it; "
+                        "that job's command resumes them (this one trains them from the start)")
     if (stack := seed_stack(cfg, device)) < len(seeds) - len(done):
         why = "" if cfg.seed_stack is not None else " (seed_stack=null: conv seeds do not gain from stacking on a CPU)"
         log.info(f"training at most {stack} seed{'s' * (stack > 1)} at a time{why}")

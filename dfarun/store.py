@@ -83,6 +83,12 @@ def checkpoint_path(cfg: DictConfig) -> Path:
     return Path(cfg.store).expanduser() / "checkpoints" / f"{_stem(cfg)}_seeds-{seeds}.pt"
 
 
+def other_checkpoints(cfg: DictConfig) -> list[Path]:
+    """Checkpoints of this experiment left by jobs with another seed list (not this job's)."""
+    own = checkpoint_path(cfg)
+    return sorted(p for p in own.parent.glob(f"{_stem(cfg)}_seeds-*.pt") if p != own)
+
+
 # --- checkpoints and weights -----------------------------------------------------------------
 
 # A force=true job notes when it began (time.time_ns()) beside its checkpoint, in

@@ -122,6 +122,22 @@ def test_a_checkpoint_resumes_whole_under_a_smaller_seed_stack(make_cfg, tmp_pat
         assert got == want
 
 
+def test_another_seed_lists_checkpoint_is_named_not_silently_passed_over(make_cfg, tmp_path, count_updates, caplog):
+    """A job's checkpoint is its own (its seed list is in the name): a rerun with more seeds
+    trains them all from the start, and says which checkpoint it leaves to its own job."""
+    caplog.set_level(logging.INFO, logger="dfarun")
+    count_updates.update(crash_at=2 * BATCHES + 1)  # seeds [0, 1] die in epoch 3
+    with pytest.raises(Crash):
+        run(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1]"))
+    [left] = list((tmp_path / "runs" / "checkpoints").glob("*.pt"))
+    count_updates.update(crash_at=None)
+    run(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1,2]"))
+    assert f"not resuming seeds [0, 1] from {left}: a job with another seed list made it" in caplog.text
+    assert left.exists()  # its own job resumes it: `seeds=[0,1]` then finds the records and drops it
+    run(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1]"))
+    assert not left.exists()
+
+
 def test_crash_while_writing_the_records_resumes_only_the_unwritten_seeds(
         make_cfg, tmp_path, count_updates, monkeypatch, caplog):
     """Seed 0's record is on disk, seed 1's write dies: the rerun skips 0 and resumes 1 and 2
