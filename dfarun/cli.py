@@ -185,9 +185,10 @@ def check_args(argv: list[str]) -> list[DictConfig]:
             if not args.cfg:
                 grids.check_job(parser.parse_overrides(job))
             try:
-                cfgs.append(_compose(compose, GlobalHydra.instance().config_loader(), name, job))
+                cfg, run_dir = _compose(compose, GlobalHydra.instance().config_loader(), name, job)
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 raise _one_line(err, job) from None
+            cfgs.append(cfg)
         if multirun and not args.cfg:
             sweep_dir = _sweep_dir(primary)
     if not args.cfg:  # --cfg shows a config, bad values and all
@@ -198,6 +199,10 @@ def check_args(argv: list[str]) -> list[DictConfig]:
         if sweep_dir is not None:  # where Hydra writes multirun.yaml (under <store>/sweeps/)
             check_folder("hydra.sweep.dir", sweep_dir, "for the sweep's multirun.yaml")
             _check_joblib(primary.hydra.launcher)
+        elif not multirun:  # a single run's working folder: "." unless hydra.run.dir says otherwise
+            if isinstance(run_dir, DfarunError):
+                raise run_dir
+            check_folder("hydra.run.dir", run_dir, "for the run's working folder")
     return cfgs
 
 
@@ -242,9 +247,10 @@ def _sweep_jobs(primary: DictConfig, overrides: list[str]) -> list[list[str]]:
 _OPTIONS: dict[str, list[str]] = {}
 
 
-def _compose(compose, loader, name: str, overrides: list[str]) -> DictConfig:
-    """One job's config, without Hydra's node; an optional group (row, experiment) whose
-    option does not exist is an error here, where Hydra would skip it."""
+def _compose(compose, loader, name: str, overrides: list[str]) -> tuple[DictConfig, str | DfarunError]:
+    """One job's config, without Hydra's node, and its hydra.run.dir (the error, when that does
+    not resolve); an optional group (row, experiment) whose option does not exist is an error
+    here, where Hydra would skip it."""
     cfg = compose(name, overrides=overrides, return_hydra_config=True)
     for group, choice in cfg.hydra.runtime.choices.items():
         if choice is not None and not group.startswith("hydra/"):
@@ -252,9 +258,13 @@ def _compose(compose, loader, name: str, overrides: list[str]) -> DictConfig:
                 _OPTIONS[group] = loader.get_group_options(group)
             if choice not in _OPTIONS[group]:
                 raise ConfigError(group, choice, f"no such option; expected one of {', '.join(_OPTIONS[group])}")
+    try:
+        run_dir: str | DfarunError = str(cfg.hydra.run.dir)
+    except (OmegaConfBaseException, ValueError) as err:
+        run_dir = DfarunError(f"hydra.run.dir: cannot be resolved ({_first_line(err)})")
     with open_dict(cfg):
         del cfg["hydra"]
-    return cfg
+    return cfg, run_dir
 
 
 def _one_line(err: Exception, overrides: list[str]) -> DfarunError:

@@ -98,6 +98,10 @@ def _is_text(v) -> bool:
     return isinstance(v, str) and v.strip() != ""
 
 
+def _is_line(v) -> bool:  # printed into the tables: a line break would break them
+    return _is_text(v) and v.isprintable()
+
+
 def _is_pct(v) -> bool:  # an error rate in percent; JSON has no NaN, but a hand-edited file might
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 100
 
@@ -135,11 +139,11 @@ def parse(rec: dict, path: Path) -> Record:
     errors = _final_errors(rec, stop, epochs)
     return Record(
         path=path, dataset=names["dataset"], classes=classes, model=names["model"], method=names["method"],
-        reg=names["reg"], row=_take(rec, "row", _is_text, "a non-empty string"),
+        reg=names["reg"], row=_take(rec, "row", _is_line, "one line of printable text"),
         # added after this record format: absent means not frozen
         freeze=_take(cfg, "config.freeze_first_epochs", _is_int(0), "an int >= 0", default=0),
         key=_take(rec, "key", _is_text, "a non-empty string"), seed=seed, seeds=tuple(seeds),
-        profile=_take(cfg, "config.profile", _is_text, "a non-empty string"), max_epochs=limit,
+        profile=_take(cfg, "config.profile", _is_line, "one line of printable text"), max_epochs=limit,
         epochs=epochs, stop=stop, train_error=errors[0], test_error=errors[1],
         history=_history(rec, epochs), config=cfg,
         device=_take(rec, "device", _is_text, "a non-empty string", default="cpu"),

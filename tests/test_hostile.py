@@ -64,6 +64,8 @@ def refused(tmp_path: Path, *argv: str, flags: tuple[str, ...] = ()) -> str:
     ((), ["dataset=mnist", "dataset.classes=10"], ["dataset.test_size=32", "synthetic data only"]),
     (("-m",), ["hydra/launcher=parallel", "hydra.launcher.n_jobs=0"], ["hydra.launcher.n_jobs=0", "other than 0"]),
     (("-m",), ["hydra/launcher=parallel", "hydra.launcher.prefer=nope"], ["prefer='nope'", "processes, threads"]),
+    ((), ["hydra.run.dir=/etc/passwd/x"], ["hydra.run.dir='/etc/passwd/x'", "/etc/passwd is a file"]),
+    ((), ["hydra.run.dir=${nope}"], ["hydra.run.dir: cannot be resolved"]),
 ])
 def test_refused_in_one_line(tmp_path, flags, argv, words):
     line = refused(tmp_path, *argv, flags=flags)
