@@ -41,9 +41,10 @@ def check_values(cfg: DictConfig) -> None:
     from .rules import RULES
 
     d, m, reg = cfg.dataset, cfg.model, cfg.reg
-    check(cfg.method.name in RULES, "method.name", cfg.method.name, f"expected one of {sorted(RULES)}")
-    check(m.activation in ACTIVATIONS, "model.activation", m.activation, f"expected one of {sorted(ACTIVATIONS)}")
-    check(d.name in LOADERS, "dataset.name", d.name, f"expected one of {sorted(LOADERS)}")
+    check(cfg.method.name in RULES, "method.name", cfg.method.name, f"expected one of {', '.join(sorted(RULES))}")
+    check(m.activation in ACTIVATIONS, "model.activation", m.activation,
+          f"expected one of {', '.join(sorted(ACTIVATIONS))}")
+    check(d.name in LOADERS, "dataset.name", d.name, f"expected one of {', '.join(sorted(LOADERS))}")
     check(cfg.logger.name in LOGGERS, "logger", cfg.logger.name, f"expected one of {', '.join(LOGGERS)}")
     if cfg.logger.name == "tensorboard":
         check(importlib.util.find_spec("tensorboard") is not None, "logger", "tensorboard",
@@ -208,30 +209,36 @@ def need(p: dict) -> int:
     order = 16 * s * p["n_train"]              # each seed's permutation, and their stack
     targets = 4 * c * c + 4 * s * b * c          # the one-hot table, and one batch's targets
     if p["shape"]:
-        params, hidden, acts = _conv(p)
+        params, hidden, acts, first = _conv(p)
     else:
         w, depth = p["width"], p["depth"]
         params = (p["features"] + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * c
-        hidden, acts = depth * w, depth * w + c
-    feedback = {"bp": 0, "fa": params, "ifa": c * p["width"]}.get(p["rule"], c * hidden)
+        hidden, acts, first = depth * w, depth * w + c, w
+    from .rules import RULES, copy_of_forward, first_layer_only, no_feedback  # torch: not at import
+
+    # by what the rule's feedback is, not its name: a new rule that reuses one is counted right
+    kind = RULES[p["rule"]].feedback
+    feedback = {no_feedback: 0, copy_of_forward: params, first_layer_only: c * first}.get(kind, c * hidden)
     return data + order + targets + 4 * s * (2 * params + feedback + 2 * b * acts)
 
 
-def _conv(p: dict) -> tuple[int, int, int]:
-    """(weights, hidden units, activations) per example and seed of a conv net, every block as
-    wide as the widest (a bound from below would need each width; the widest is what is large)."""
+def _conv(p: dict) -> tuple[int, int, int, int]:
+    """(weights, hidden units, activations, the first block's output units) per example and seed
+    of a conv net, every block as wide as the widest (a bound from below would need each width;
+    the widest is what is large)."""
     (cin, h, w), k, (pool, stride) = p["shape"], p["kernel"], p["pool"]
-    params = hidden = acts = 0
+    params = hidden = acts = first = 0
     for _ in range(p["n_blocks"]):
         cout = p["channels"]
         params += cin * cout * k * k + cout
         acts += cout * h * w                   # before pooling
         h, w = ((n - pool) // stride + 1 for n in (h, w))
         hidden += cout * h * w
+        first = first or hidden                # after the first block: its output
         cin = cout
     flat, width, depth = cin * h * w, p["width"], p["depth"]
     params += (flat + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * p["classes"]
-    return params, hidden + depth * width, acts + hidden + depth * width + p["classes"]
+    return params, hidden + depth * width, acts + hidden + depth * width + p["classes"], first
 
 
 def check_memory(cfg: DictConfig, device) -> None:

@@ -75,19 +75,33 @@ def _protocol(config: dict) -> dict:
     return settings
 
 
+def table_cell(dataset: str, row: str, method: str) -> tuple[dict, int] | None:
+    """(the settings, the epoch limit) a record of (dataset, row, method) must have to fill a
+    cell of the tables; None when the row is in no table. A rule the paper did not run (a new
+    one in rules.py) gets a cell on every row, with that row's settings under its own name."""
+    cells, limits = _cells()
+    if (dataset, row, method) in cells:
+        return cells[(dataset, row, method)], limits[(dataset, row, method)]
+    twin = next(((d, r, m) for d, r, m in cells if (d, r) == (dataset, row)), None)
+    if twin is None or method in {m for _, _, m in cells}:  # no such row, or a paper rule not in this table
+        return None
+    return {**cells[twin], "method": {**cells[twin]["method"], "name": method}}, limits[twin]
+
+
 def split(recs: Iterable) -> tuple[list, dict[tuple[str, str, str], set[str]]]:
-    """(the records that may fill the tables' cells, and for each paper cell that some other
-    records claim: the settings by which they differ, as `key=value` overrides). Records of
-    rows outside the tables (the figures' own runs) are kept."""
-    cells, limits, kept, off = paper_cells(), paper_epoch_limits(), [], {}
+    """(the records that may fill the tables' cells, and for each cell that some other records
+    claim: the settings by which they differ, as `key=value` overrides). Records of rows
+    outside the tables (the figures' own runs) are kept."""
+    kept, off = [], {}
     for r in recs:
         cell = (r.dataset, r.row, r.method)
-        if cell not in cells:
+        if (paper := table_cell(*cell)) is None:
             kept.append(r)
             continue
-        diffs = _differing(ours, cells[cell]) if (ours := _protocol(r.config)) != cells[cell] else []
-        if r.max_epochs > limits[cell]:  # Record.max_epochs is the limit the seed trained under
-            diffs.append(f"max_epochs={r.config['max_epochs']} (the cell's limit is {limits[cell]})")
+        settings, limit = paper
+        diffs = _differing(ours, settings) if (ours := _protocol(r.config)) != settings else []
+        if r.max_epochs > limit:  # Record.max_epochs is the limit the seed trained under
+            diffs.append(f"max_epochs={r.config['max_epochs']} (the cell's limit is {limit})")
         if diffs:
             off.setdefault(cell, set()).update(diffs)
         else:
@@ -110,5 +124,5 @@ def _differing(ours: dict, paper: dict, prefix: str = "") -> list[str]:
 
 def notes(off: dict[tuple[str, str, str], set[str]]) -> list[str]:
     """One line per cell whose records were left out: what they ran instead."""
-    return [f"{dataset} {row} {method.upper()}: records with other settings than the paper's cell left out "
+    return [f"{dataset} {row} {method.upper()}: records with other settings than the table's cell left out "
             f"({', '.join(sorted(diffs))})" for (dataset, row, method), diffs in sorted(off.items())]

@@ -26,7 +26,6 @@ from tabulate import tabulate
 from . import atomic, headline, protocol, records
 
 TABLES = {1: ("mnist", "MNIST"), 2: ("cifar10", "CIFAR-10"), 3: ("cifar100", "CIFAR-100")}
-METHODS = ["bp", "fa", "dfa"]
 BRACKET_ABOVE = {"mnist": 0.01, "cifar10": 0.1, "cifar100": 0.1}  # % train error the paper brackets
 DECIMALS = {"mnist": 2, "cifar10": 1, "cifar100": 1}  # as the paper prints its test errors
 DASH = "—"
@@ -64,18 +63,22 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
 def numbers(table: int, cells: pd.DataFrame) -> pd.DataFrame:
     """The table's CSV: every cell of the paper's table (rows x BP/FA/DFA, in its order) with our
-    numbers (blank where not run), the paper's, and our distance from the paper in paper std."""
+    numbers (blank where not run), the paper's, and our distance from the paper in paper std;
+    then the cells of rules the paper did not run (a new rule in rules.py), where they have
+    records, with paper_status `none`."""
     dataset, _ = TABLES[table]
     ours = {(c.row, c.method): c for c in cells[cells.dataset == dataset].itertuples()}
+    paper = paper_results().query("table == @table")
+    extra = sorted(key for key in ours if key[0] in set(paper.row) and key[1] not in set(paper.method))
     lines = []
-    for p in paper_results().query("table == @table").itertuples():
-        c = ours.get((p.row, p.method))
-        line = {"row": p.row, "method": p.method, "seeds_learned": 0, "seeds_run": 0, "seeds_asked": 0,
+    for p in [*paper.to_dict("records"), *({"row": row, "method": method, "status": "none"} for row, method in extra)]:
+        c = ours.get((p["row"], p["method"]))
+        line = {"row": p["row"], "method": p["method"], "seeds_learned": 0, "seeds_run": 0, "seeds_asked": 0,
                 **({k: getattr(c, k) for k in SUMMARY} if c is not None else {}),
-                "paper_status": p.status, "paper_test_mean": p.test_mean, "paper_test_std": p.test_std,
-                "paper_train_error": p.train_error}
-        if c is not None and c.seeds_learned and p.status == "value":
-            line["distance_paper_std"] = (c.test_mean - p.test_mean) / p.test_std
+                "paper_status": p["status"], "paper_test_mean": p.get("test_mean"),
+                "paper_test_std": p.get("test_std"), "paper_train_error": p.get("train_error")}
+        if c is not None and c.seeds_learned and p["status"] == "value":
+            line["distance_paper_std"] = (c.test_mean - p["test_mean"]) / p["test_std"]
         lines.append(line)
     return pd.DataFrame(lines, columns=CSV)
 
@@ -83,8 +86,8 @@ def numbers(table: int, cells: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class Table:
     numbers: pd.DataFrame  # the CSV
-    frame: pd.DataFrame    # Model x BP/FA/DFA: mean ± std (and the paper's, with --compare)
-    details: pd.DataFrame  # Model x BP/FA/DFA: seeds, mean epochs, stop reasons
+    frame: pd.DataFrame    # Model x BP/FA/DFA (and other rules run): mean ± std (and the paper's, with --compare)
+    details: pd.DataFrame  # the same cells: seeds, mean epochs, stop reasons
     notes: list[str]
 
 
@@ -109,7 +112,8 @@ def build(table: int, cells: pd.DataFrame, compare: bool) -> Table:
         z = nums.distance_paper_std.dropna()
         notes.append(f"{int((z.abs() <= 2).sum())} of {len(z)} cells within 2 paper std of the paper's mean "
                      f"(cells read: ours / paper (difference in paper std)).")
-    return Table(nums, pd.DataFrame(frame), pd.DataFrame(details), notes)
+    # a rule the paper did not run has a column of its own, blank on rows it has no records of
+    return Table(nums, pd.DataFrame(frame).fillna(""), pd.DataFrame(details).fillna(""), notes)
 
 
 def _cell(n, dataset: str) -> str:
@@ -127,6 +131,8 @@ def _cell(n, dataset: str) -> str:
 
 
 def _paper_cell(n, dataset: str) -> str:
+    if n.paper_status == "none":
+        return "not in the paper"
     if n.paper_status == "no_convergence":
         return DASH
     if n.paper_status == "unknown":
@@ -222,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in protocol.notes(off):
         print(f"dfarun-tables: note: {note}", file=sys.stderr)
     # a wrong --store (empty, or only other runs) must not overwrite the tables with "not run"
-    if not any(r.dataset == TABLES[t][0] and (r.dataset, r.row, r.method) in protocol.paper_cells()
+    if not any(r.dataset == TABLES[t][0] and protocol.table_cell(r.dataset, r.row, r.method) is not None
                for r in recs for t in tables):
         print(f"dfarun-tables: error: --store={args.store!r}: no run records of table {args.tables}'s cells there",
               file=sys.stderr)

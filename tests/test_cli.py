@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dfarun.config import CONF_DIR
+
 from helpers import SCRIPT_TINY, dfarun
 
 
@@ -89,7 +91,8 @@ def test_bad_value_exits_2_with_one_line_and_writes_nothing(tmp_path, override, 
 def test_unknown_group_option_lists_the_choices(tmp_path):
     out = dfarun(tmp_path, "method=nope", f"store={tmp_path / 'runs'}")
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [
-        "dfarun: error: method='nope': no such option; expected one of bp, dfa, dfa_first, fa, ifa"]
+    methods = ", ".join(sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml")))  # bp, dfa, ..., ifa
+    assert "bp, dfa, dfa_first, fa, ifa" in methods
+    assert out.stderr.strip().splitlines() == [f"dfarun: error: method='nope': no such option; expected one of {methods}"]
     assert "Traceback" not in out.stdout + out.stderr
     assert os.listdir(tmp_path) == []

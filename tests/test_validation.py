@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from dfarun import cli, runner
-from dfarun.config import ConfigError, DfarunError, validate
+from dfarun.config import CONF_DIR, ConfigError, DfarunError, validate
 
 from helpers import SCRIPT_TINY, dfarun, dfarun_script, mnist_arrays, write_mnist
 
@@ -82,7 +82,7 @@ CHECK_ARGS_CASES = [
     (["seeds=[a,1]"], "seeds", ["expected a list of ints"]),
     (["max_epochs=1.5"], "max_epochs", ["expected an int"]),
     (["max_epochs=null"], "max_epochs", ["expected an int"]),
-    (["method=foo"], "method", ["bp, dfa, dfa_first, fa, ifa"]),
+    (["method=foo"], "method", [", ".join(sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml")))]),
     (["experiment=nope"], "experiment", ["no such option", "table1"]),  # optional group: Hydra skips it
     (["row=nope"], "row", ["no such option", "2x800_tanh_do"]),
     (["hydra/launcher=nope"], "hydra/launcher", ["no such option", "basic"]),
@@ -262,3 +262,17 @@ def test_unpicklable_cifar_file_is_named(make_cfg, tmp_path, no_md5):
     with pytest.raises(ConfigError) as info:
         runner.run(make_cfg("dataset=cifar10", f"data_dir={tmp_path}", "compile=false", tiny=False))
     assert_one_line(info.value, "data_dir", "cifar-10-batches-py/data_batch_3", "delete it")
+
+
+def test_the_memory_estimate_counts_a_rules_feedback_by_what_it_is(make_cfg, monkeypatch):
+    """Feedback matrices per seed: none for BP, FA's copies of the weights, IFA's one matrix into
+    the first layer, DFA's one per hidden layer; a new rule that reuses one of those feedback
+    functions is counted as that one is, whatever its name."""
+    from dfarun import checks, rules
+    monkeypatch.setitem(rules.RULES, "fa_copy", rules.RULES["fa"])
+    p = checks.sizes(make_cfg("model=2x800_tanh", "dataset.features=784"))
+    need = {m: checks.need({**p, "rule": m}) for m in ("bp", "fa", "fa_copy", "ifa", "dfa", "dfa_first")}
+    params = 785 * 800 + 801 * 800 + 801 * 10
+    assert need["fa"] - need["bp"] == 4 * params == need["fa_copy"] - need["bp"]
+    assert need["ifa"] - need["bp"] == 4 * 10 * 800 == need["dfa_first"] - need["bp"]  # one [10, 800] matrix
+    assert need["dfa"] - need["bp"] == 4 * 10 * 1600
