@@ -12,9 +12,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,54 @@ def test_bench_and_estimate_run_each_argument_set_in_turn(tmp_path):
     assert estimate.count("usage:") == 4
 
 
+@pytest.mark.parametrize("knob", ["DEADLINE_S=500s", "T_BENCH=abc", "MIN_CELL_S=-1", "DEADLINE_S=0700", "CONCURRENT=0"])
+def test_a_bad_number_is_refused_before_anything_runs(tmp_path, knob):
+    """bash would read DEADLINE_S=500s as 0 (every phase skipped, exit 0) and loop forever on
+    CONCURRENT=0."""
+    name, value = knob.split("=")
+    proc = subprocess.run(["bash", str(SCRIPTS / "run.sh")], capture_output=True, text=True, timeout=60,
+                          env=script_env(OUT=str(tmp_path / "out"), **{name: value}))
+    assert proc.returncode == 2 and proc.stderr.startswith(f"run.sh: error: {knob}: expected a whole number")
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_cells_of_a_skipped_train_phase_count_as_not_started(tmp_path):
+    out = tmp_path / "out"
+    env = script_env(OUT=str(out), ACCEL=str(tmp_path / "no-accel"), DATA=str(tmp_path / "data"),
+                     SITE=str(tmp_path / "site"), TMPDIR=str(tmp_path), PYTHON=sys.executable, PROBE="0",
+                     PHASES="tests", CELLS="1x800_tanh:dfa 1x800_tanh:bp")
+    proc = subprocess.run(["bash", str(SCRIPTS / "run.sh")], env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 not started: 1x800_tanh:dfa 1x800_tanh:bp" in (out / "summary.txt").read_text()
+
+
+def test_a_signal_during_a_phase_packs_at_once(tmp_path):
+    """SIGTERM while a phase's command runs (here a bench that would take a minute) stops it and
+    packs within seconds, not when the phase's time is up."""
+    slow = tmp_path / "python"
+    slow.write_text('#!/bin/sh\ncase "$*" in *dfarun.bench*) echo benching; sleep 60 ;; *) exit 1 ;; esac\n')
+    slow.chmod(0o755)
+    out = tmp_path / "out"
+    env = script_env(OUT=str(out), ACCEL=str(tmp_path / "no-accel"), DATA=str(tmp_path / "data"),
+                     SITE=str(tmp_path / "site"), TMPDIR=str(tmp_path), PYTHON=str(slow), PROBE="0",
+                     PHASES="bench", BENCH_ARGS="x", DEADLINE_S="150")
+    proc = subprocess.Popen(["bash", str(SCRIPTS / "run.sh")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, log = time.monotonic() + 30, out / "bench.log"
+        while not (log.exists() and "benching" in log.read_text()):  # the bench has started
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and time.monotonic() - sent < 15
+    assert "bench     signal" in (out / "summary.txt").read_text()
+
+
 def test_prepare_without_mnist_says_so_in_one_line(tmp_path):
     accel = tmp_path / "accel"
     proc = subprocess.run(["bash", str(SCRIPTS / "prepare.sh")], capture_output=True, text=True, timeout=60,
@@ -133,3 +183,8 @@ def test_unpack_adds_new_records_and_never_overwrites(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and "not a record" in proc.stderr, proc.stderr
     assert sorted(p.name for p in dest.iterdir()) == ["a_seed0.json", "a_seed1.json"]
+
+    usage = subprocess.run(unpack, capture_output=True, text=True, timeout=60)
+    assert (usage.returncode, usage.stderr) == (2, "unpack.sh: error: usage: unpack.sh RECORDS.tar.gz [DEST]\n")
+    proc = subprocess.run([*unpack, str(ok), str(dest / "a_seed0.json")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "a_seed0.json: not a folder" in proc.stderr, proc.stderr

@@ -54,8 +54,14 @@ CELLS=${CELLS:-"2x800_logistic:dfa 4x800_tanh:bp 4x800_tanh:dfa 2x800_tanh_do:bp
 # seeds that lack one; they are not packed (unless a cell rewrote them). REUSE= turns this off.
 REUSE=${REUSE-$root/results/records}
 
+# the numbers are checked before anything runs: bash would read "500s" as 0 and skip every phase
+for knob in DEADLINE_S T_TESTS T_BENCH T_ESTIMATE MIN_CELL_S; do
+    [[ ${!knob} =~ ^(0|[1-9][0-9]*)$ ]] || { echo "run.sh: error: $knob=${!knob}: expected a whole number of seconds" >&2; exit 2; }
+done
+[[ $CONCURRENT =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: error: CONCURRENT=$CONCURRENT: expected a whole number of cells, at least 1" >&2; exit 2; }
+
 export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$root${PYTHONPATH:+:$PYTHONPATH}  # dfarun: this checkout
-dfarun=("$PYTHON" -c 'import sys; from dfarun.cli import main; sys.argv[0] = "dfarun"; main()')
+dfarun=("$PYTHON" -c 'import sys; from dfarun.entry import dfarun; sys.argv[0] = "dfarun"; dfarun()')
 read -r -a extra <<<"$EXTRA"
 mkdir -p "$OUT" || { echo "run.sh: error: cannot create OUT=$OUT" >&2; exit 2; }
 rm -f "$OUT"/{setup,tests,bench,estimate,train}.log "$OUT"/summary.txt "$OUT"/records.tar.gz
@@ -70,6 +76,7 @@ pack() {
     trap - EXIT TERM INT HUP
     local c pid rc secs line n_new=0 n_same=0 fin=0 stop=0 bad=0 f
     [ -n "$current" ] && summary_rows+=("$(row "$current" signal - - "interrupted: packing")")
+    [ -n "$timed_pid" ] && kill -TERM "$timed_pid" 2>/dev/null  # a phase's command (run_timed)
     # cells still running (we got a signal): SIGTERM to their `timeout`, which passes it on
     for c in "${started[@]}"; do
         [ -f "$work/$c.rc" ] || { pid=$(cat "$work/$c.pid" 2>/dev/null) && kill -TERM "$pid" 2>/dev/null; }
@@ -127,27 +134,38 @@ trap pack EXIT
 trap 'signalled=143; exit 143' TERM INT HUP
 
 # run_timed LOG SECONDS CMD...: CMD for at most SECONDS (SIGTERM, then SIGKILL 10 s later), its
-# output shown and appended to LOG; returns CMD's exit code (124: it timed out).
+# output shown and appended to LOG; returns CMD's exit code (124: it timed out). CMD runs in the
+# background and is waited for, so that a signal to this script is acted on at once (bash runs a
+# trap only between commands, and `timeout` keeps CMD out of the terminal's process group):
+# pack stops it.
+timed_pid=""
 run_timed() {
-    local log=$1 secs=$2
+    local log=$1 secs=$2 rc
     shift 2
-    timeout -s TERM --kill-after=10 "$secs" "$@" </dev/null 2>&1 | tee -a "$log"
-    return "${PIPESTATUS[0]}"
+    timeout -s TERM --kill-after=10 "$secs" "$@" </dev/null > >(tee -a "$log") 2>&1 &
+    timed_pid=$!
+    wait "$timed_pid"
+    rc=$?
+    timed_pid=""
+    return "$rc"
 }
 
 # phase NAME BUDGET_S FUNCTION: FUNCTION SECONDS, with SECONDS = BUDGET_S cut to the deadline.
 # Its exit code, time and `note` go to the summary; a failure never stops the later phases.
 phase() {
-    local name=$1 budget=$2 fn=$3 secs t0 rc
+    local name=$1 budget=$2 fn=$3 secs t0 rc why=""
     note=""
-    if [[ " $PHASES " != *" $name "* ]]; then
-        summary_rows+=("$(row "$name" skipped - "$budget" "not in PHASES")")
-        return
-    fi
     secs=$(($(left) - 10))  # 10 s: timeout's grace before SIGKILL
     ((budget < secs)) && secs=$budget
-    if ((secs < 5)); then
-        summary_rows+=("$(row "$name" skipped - "$budget" "no time left before the deadline")")
+    if [[ " $PHASES " != *" $name "* ]]; then
+        why="not in PHASES"
+    elif ((secs < 5)); then
+        why="no time left before the deadline"
+    fi
+    if [ -n "$why" ]; then
+        summary_rows+=("$(row "$name" skipped - "$budget" "$why")")
+        # shellcheck disable=SC2206  # CELLS: a list of words
+        [ "$name" = train ] && not_started=($CELLS)
         return
     fi
     echo "== $name: at most $secs s ($(($(date +%s) - start)) s after the start)"

@@ -5,11 +5,12 @@
 # file of the same name in DEST, stops it before anything is written. Identical files are skipped.
 set -euo pipefail
 
-die() { echo "unpack.sh: error: $*" >&2; exit "${2:-1}"; }
+die() { echo "unpack.sh: error: $1" >&2; exit "${2:-1}"; }  # exit 2: bad input; 1: a record differs
 [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: unpack.sh RECORDS.tar.gz [DEST]" 2
 archive=$1
 dest=${2:-$(cd "$(dirname "$0")/../.." && pwd)/results/records}
 [ -f "$archive" ] || die "$archive: no such file" 2
+[ ! -e "$dest" ] || [ -d "$dest" ] || die "$dest: not a folder (DEST: where the records go)" 2
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
