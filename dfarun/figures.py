@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from . import atomic, protocol, records  # noqa: E402
-from .config import DfarunError  # noqa: E402
+from .config import DATA_DIR, DfarunError  # noqa: E402
 from .guard import interrupted  # noqa: E402
 from .records import Record  # noqa: E402
 
@@ -44,6 +45,12 @@ def select(recs: list[Record], row: str, methods: tuple[str, ...], frozen: bool 
     return {m: filled[("mnist", row, m, frozen)] for m in methods if ("mnist", row, m, frozen) in filled}
 
 
+def say_without(figure: str, methods: tuple[str, ...], by_method: dict) -> None:
+    """A figure drawn with some of its methods only says which it lacks (its `how` runs them)."""
+    if lacking := [NAMES.get(m, m) for m in methods if m not in by_method]:
+        print(f"{figure}: no records of {', '.join(lacking)}: drawn without them")
+
+
 def curves(by_method: dict[str, list[Record]]) -> pd.DataFrame:
     """Per method and epoch: mean, min and max over seeds of the training and test error."""
     rows = [{"method": m, "seed": r.seed, "epoch": h["epoch"], "train_error": h["train_error"],
@@ -56,9 +63,16 @@ def curves(by_method: dict[str, list[Record]]) -> pd.DataFrame:
 
 
 def budget(by_method: dict[str, list[Record]]) -> str:
-    seeds = sorted({len(rs) for rs in by_method.values()})
-    epochs = max(r.max_epochs for rs in by_method.values() for r in rs)
-    return f"{'/'.join(map(str, seeds))} seed{'s' * (seeds != [1])}, at most {epochs} epoch{'s' * (epochs != 1)}"
+    """The seeds and epoch limit behind a figure, per method where the methods differ."""
+    seeds = {m: len(rs) for m, rs in by_method.items()}
+    limits = sorted({r.max_epochs for rs in by_method.values() for r in rs})
+    if len(set(seeds.values())) == 1:
+        n = next(iter(seeds.values()))
+        said = f"{n} seed{'s' * (n != 1)}"
+    else:
+        said = "seeds: " + ", ".join(f"{NAMES.get(m, m)} {n}" for m, n in seeds.items())
+    epochs = f"{limits[0]}" if len(limits) == 1 else f"{limits[0]}-{limits[-1]}"
+    return f"{said}, at most {epochs} epoch{'s' * (limits != [1])}"
 
 
 def _plot_curves(ax, table: pd.DataFrame, label: Callable[[str], str]) -> None:
@@ -94,11 +108,12 @@ def fig2_right(recs: list[Record], out: Path, data_dir: str | None) -> list[Path
     by_method = select(recs, "2x800 Tanh", ("bp", "fa", "dfa"))
     if not by_method:
         return None
+    say_without("fig2_right", ("bp", "fa", "dfa"), by_method)
     table = curves(by_method)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     _plot_curves(ax, table, NAMES.get)
-    ax.set_title(f"Figure 2 (right): 2x800 tanh, MNIST ({budget(by_method)})\nmean and range over seeds",
-                 fontsize=10)
+    ax.set_title(f"Figure 2 (right): 2x800 tanh, MNIST ({budget(by_method)})\nmean and range over the seeds "
+                 "still training", fontsize=10)
     return _save(fig, table, out, "fig2_right")
 
 
@@ -106,6 +121,7 @@ def fig2_left(recs: list[Record], out: Path, data_dir: str | None) -> list[Path]
     by_method = select(recs, "3x50 Tanh", ("bp", "dfa_first"), frozen=True)
     if not by_method:
         return None
+    say_without("fig2_left", ("bp", "dfa_first"), by_method)
     table = curves(by_method)
     frozen = next(iter(by_method.values()))[0].freeze
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -113,7 +129,7 @@ def fig2_left(recs: list[Record], out: Path, data_dir: str | None) -> list[Path]
     ax.axvline(frozen + 0.5, color="grey", lw=1)
     ax.text(frozen + 0.5, ax.get_ylim()[1], " first layer unfrozen", va="top", fontsize=8, color="grey")
     ax.set_title(f"Figure 2 (left): 3x50 tanh, MNIST, first layer frozen {frozen} epochs\n"
-                 f"({budget(by_method)}; mean and range over seeds)", fontsize=10)
+                 f"({budget(by_method)}; mean and range over the seeds still training)", fontsize=10)
     return _save(fig, table, out, "fig2_left")
 
 
@@ -138,8 +154,10 @@ def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000
             print(f"warning: skipping {path}: {err}", file=sys.stderr)
     if len(nets) < 2:
         return None
-    if data_dir is None:
-        raise Unavailable("its records are there; it embeds MNIST's test images: rerun with --data-dir <MNIST data_dir>")
+    data_dir = data_dir or os.environ.get("DFARUN_DATA_DIR") or DATA_DIR  # as dfarun's data_dir
+    if not (Path(data_dir).expanduser() / "MNIST" / "raw").is_dir():
+        raise Unavailable(f"its records are there; it embeds MNIST's test images, which {data_dir} does not hold: "
+                          "rerun with --data-dir <MNIST data_dir>")
     # the test images, min-max scaled as in training; the whole training set sets the scale, as it
     # spans the full pixel range (0..255) whatever subset a run trained on
     data = load(OmegaConf.create({"name": "mnist", "train_size": None}), data_dir, torch.device("cpu"))
@@ -194,6 +212,7 @@ def results_table(name: str, row: str, methods: tuple[str, ...], paper: dict[str
         by_method = select(recs, row, methods)
         if not by_method:
             return None
+        say_without(name, methods, by_method)
         numbers, shown = [], []
         for method, rs in by_method.items():
             s = records.summary(rs)
@@ -241,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dfarun-figures", description=__doc__.splitlines()[0])
     p.add_argument("--store", nargs="+", default=["runs"], help="directories of run records (default: runs)")
     p.add_argument("--out", default="results/figures", help="where PNG/CSV/MD go (default: results/figures)")
-    p.add_argument("--data-dir", default=None, help="MNIST data_dir, needed to embed test images (Figure 3)")
+    p.add_argument("--data-dir", default=None, help="MNIST data_dir, for the test images Figure 3 embeds "
+                   "(default: $DFARUN_DATA_DIR, else ~/.cache/dfarun/data, as for dfarun)")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(f.name for f in FIGURES)}")
     args = p.parse_args(argv)
     names = [f.name for f in FIGURES]

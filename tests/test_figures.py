@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dfarun import figures, store, tables
+from dfarun import figures, records, store, tables
 from dfarun.rules import RULES
 from dfarun.runner import run
 from dfarun.state import init_state
@@ -54,6 +54,18 @@ def test_figures_render_from_records_and_name_what_is_missing(tmp_path, capsys):
     assert "3.9% (train 0%)" in ifa and "10.50 ± 0.71" in ifa  # 40/4 + seed over seeds 0, 1
 
 
+def test_a_figure_with_some_methods_says_which_it_lacks_and_whose_seeds_are_whose(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        store.write(runs / f"bp_{seed}.json", record("2x800_tanh", "bp", seed))
+    store.write(runs / "dfa_0.json", record("2x800_tanh", "dfa", 0, key="one-seed"))
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "fig2_right"]) == 0
+    assert "fig2_right: no records of FA: drawn without them" in capsys.readouterr().out
+    by_method = figures.select(records.read([runs]), "2x800 Tanh", ("bp", "fa", "dfa"))
+    assert figures.budget(by_method) == "seeds: BP 2, DFA 1, at most 4 epochs"
+    assert figures.budget({"bp": by_method["bp"]}) == "2 seeds, at most 4 epochs"
+
+
 def test_frozen_first_layer_does_not_move_then_learns(toy_data):
     state = init_state([0, 1], [12, 8, 8, 3], "tanh", RULES["dfa_first"], torch.device("cpu"))
     before = [p.clone() for p in state.net.params]
@@ -93,7 +105,7 @@ def test_save_weights_writes_each_seeds_final_network(make_cfg):
     assert not torch.equal(a["weights"][0], b["weights"][0])
 
 
-def test_fig3_embeds_each_layer_of_saved_networks(tmp_path, capsys):
+def test_fig3_embeds_each_layer_of_saved_networks(tmp_path, capsys, monkeypatch):
     import numpy as np
 
     from dfarun.nets import MLP, layer_sizes, sample_layers
@@ -109,12 +121,14 @@ def test_fig3_embeds_each_layer_of_saved_networks(tmp_path, capsys):
         W, b = sample_layers(layer_sizes(784, 3, 400, 10), torch.Generator().manual_seed(1))
         store.save_weights(runs / f"{method}.pt", MLP([w[None] for w in W], [x[None] for x in b], "tanh"))
     out = tmp_path / "figs"
-    assert figures.main(["--store", str(runs), "--out", str(out), "--only", "fig3"]) == 0  # no data dir
+    monkeypatch.setenv("DFARUN_DATA_DIR", str(tmp_path / "nowhere"))  # dfarun's data_dir, and so the default
+    assert figures.main(["--store", str(runs), "--out", str(out), "--only", "fig3"]) == 0
     said = capsys.readouterr().out  # the records are there: it needs the test images, not a run
-    assert "fig3: not drawn: its records are there; it embeds MNIST's test images: rerun with --data-dir" in said
+    assert f"fig3: not drawn: its records are there; it embeds MNIST's test images, which {tmp_path / 'nowhere'} " \
+           "does not hold: rerun with --data-dir" in said
     assert "missing records" not in said
-    assert figures.main(["--store", str(runs), "--out", str(out), "--only", "fig3",
-                         "--data-dir", str(tmp_path / "data")]) == 0
+    monkeypatch.setenv("DFARUN_DATA_DIR", str(tmp_path / "data"))
+    assert figures.main(["--store", str(runs), "--out", str(out), "--only", "fig3"]) == 0
     points = pd.read_csv(out / "fig3.csv")
     assert (out / "fig3.png").stat().st_size > 0
     assert sorted(set(zip(points.method, points.layer))) == [(m, k) for m in ("bp", "dfa") for k in range(4)]
