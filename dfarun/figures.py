@@ -48,7 +48,8 @@ def select(recs: list[Record], row: str, methods: tuple[str, ...], frozen: bool 
 def say_without(figure: str, methods: tuple[str, ...], by_method: dict) -> None:
     """A figure drawn with some of its methods only says which it lacks (its `how` runs them)."""
     if lacking := [NAMES.get(m, m) for m in methods if m not in by_method]:
-        print(f"{figure}: no records of {', '.join(lacking)}: drawn without them")
+        print(f"dfarun-figures: note: {figure}: no records of {', '.join(lacking)}: drawn without them",
+              file=sys.stderr)
 
 
 def curves(by_method: dict[str, list[Record]]) -> pd.DataFrame:
