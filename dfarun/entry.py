@@ -13,6 +13,7 @@ This module imports only the standard library.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Callable
@@ -21,15 +22,15 @@ BROKEN_PIPE = 141
 
 
 def dfarun() -> None:
-    _guarded("dfarun", lambda: __import__("dfarun.cli", fromlist=["main"]).main)
+    _guarded("dfarun", lambda: importlib.import_module("dfarun.cli").main)
 
 
 def tables() -> None:
-    _guarded("dfarun-tables", lambda: __import__("dfarun.tables", fromlist=["cli"]).cli)
+    _guarded("dfarun-tables", lambda: importlib.import_module("dfarun.tables").cli)
 
 
 def figures() -> None:
-    _guarded("dfarun-figures", lambda: __import__("dfarun.figures", fromlist=["cli"]).cli)
+    _guarded("dfarun-figures", lambda: importlib.import_module("dfarun.figures").cli)
 
 
 def _guarded(name: str, load: Callable[[], Callable[[], None]]) -> None:

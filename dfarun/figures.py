@@ -1,6 +1,6 @@
 """`dfarun-figures`: the paper's figures, and the IFA and 100-layer results, from run records.
 
-    dfarun-figures --store runs --out results/figures [--data-dir DIR]
+    dfarun-figures --store runs [--out runs/figures] [--data-dir DIR]
 
 Each figure whose records exist is written as PNG plus the CSV of the numbers behind it;
 for the others it says which experiment to run. Every figure states the seeds and epoch
@@ -260,11 +260,12 @@ FIGURES = [
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dfarun-figures", description=__doc__.splitlines()[0])
     p.add_argument("--store", nargs="+", default=["runs"], help="directories of run records (default: runs)")
-    p.add_argument("--out", default="results/figures", help="where PNG/CSV/MD go (default: results/figures)")
+    p.add_argument("--out", default=None, help="where PNG/CSV/MD go (default: <the first store>/figures)")
     p.add_argument("--data-dir", default=None, help="MNIST data_dir, for the test images Figure 3 embeds "
                    "(default: $DFARUN_DATA_DIR, else ~/.cache/dfarun/data, as for dfarun)")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(f.name for f in FIGURES)}")
     args = p.parse_args(argv)
+    args.out = args.out or str(Path(args.store[0]) / "figures")  # beside the records, not over results/
     names = [f.name for f in FIGURES]
     if args.only is not None and not (args.only and set(args.only.split(",")) <= set(names)):
         return _error(f"--only={args.only!r}: expected a comma-separated subset of {','.join(names)}")

@@ -1,10 +1,10 @@
 """`dfarun-tables`: run records -> the paper's Tables 1-3 (mean ± std over seeds), beside the paper.
 
-    dfarun-tables --store runs/ --out results/ [--compare] [--tables 1,2,3] [--readme README.md]
+    dfarun-tables --store runs/ [--out runs/tables/] [--compare] [--tables 1,2,3] [--readme README.md]
 
-For each table it writes results/tableN.md and .tex (for people: the table, then per cell the
+For each table it writes <out>/tableN.md and .tex (for people: the table, then per cell the
 seeds, epochs and stop reasons) and .csv (for machines: the numbers, one line per cell), and
-prints the Markdown; with Table 1 and --compare, also results/headline.md (headline.py), and
+prints the Markdown; with Table 1 and --compare, also <out>/headline.md (headline.py), and
 with --readme, that headline into each README named. The
 paper's own numbers are data (paper_results.csv, transcribed from the paper). Which records
 count, which seeds learned and which experiment fills a cell are decided in records.py,
@@ -203,13 +203,14 @@ def _latex(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dfarun-tables", description=__doc__.splitlines()[0])
     p.add_argument("--store", default="runs", help="directory of run records (default: runs)")
-    p.add_argument("--out", default="results", help="where tableN.md/.tex/.csv go (default: results)")
+    p.add_argument("--out", default=None, help="where tableN.md/.tex/.csv go (default: <store>/tables)")
     p.add_argument("--tables", default="1,2,3", help="which tables, comma-separated (default: 1,2,3)")
     p.add_argument("--compare", action="store_true", help="show the paper's numbers and the difference")
     p.add_argument("--readme", action="append", default=[], metavar="FILE",
                    help="with Table 1 and --compare: also write the headline into FILE, between its "
                         "headline:begin and headline:end markers (repeatable)")
     args = p.parse_args(argv)
+    args.out = args.out or str(Path(args.store) / "tables")  # a store's tables beside it, not over results/
     try:
         tables = [int(t) for t in args.tables.split(",")]
     except ValueError:

@@ -61,6 +61,8 @@ def test_a_figure_with_some_methods_says_which_it_lacks_and_whose_seeds_are_whos
     store.write(runs / "dfa_0.json", record("2x800_tanh", "dfa", 0, key="one-seed"))
     assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "fig2_right"]) == 0
     assert "dfarun-figures: note: fig2_right: no records of FA: drawn without them" in capsys.readouterr().err
+    assert figures.main(["--store", str(runs), "--only", "fig2_right"]) == 0  # without --out: beside the store
+    assert (runs / "figures" / "fig2_right.png").is_file()
     by_method = figures.select(records.read([runs]), "2x800 Tanh", ("bp", "fa", "dfa"))
     assert figures.budget(by_method) == "seeds: BP 2, DFA 1, at most 4 epochs"
     assert figures.budget({"bp": by_method["bp"]}) == "2 seeds, at most 4 epochs"

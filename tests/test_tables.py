@@ -301,6 +301,8 @@ def test_a_longer_budget_than_the_cells_is_left_out_and_a_rows_own_limit_is_its_
     assert "2x800 Tanh + DO" not in err
     assert "at most 150 epochs (3 cells: 2x800 Tanh + DO)" not in out  # one cell here: BP
     assert "at most 150 epochs (1 cells: 2x800 Tanh + DO)" in out and "at most 300 epochs (1 cells: 2x800 Tanh)" in out
+    assert tables.main(["--store", str(runs), "--tables", "1"]) == 0  # without --out: beside the store
+    assert (runs / "tables" / "table1.md").is_file()
 
 
 def test_a_rule_the_paper_did_not_run_gets_a_column_of_its_own(tmp_path, capsys):
