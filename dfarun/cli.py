@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -61,6 +62,7 @@ def _main(cfg: DictConfig) -> None:
     from .runner import run
 
     def job() -> None:
+        logging.raiseExceptions = False  # in a joblib worker too: see main
         _set_threads()
         run(cfg)
     in_job(f"{cfg.dataset.name} {cfg.model.name} {cfg.method.name} seeds {list(cfg.seeds)}", job)
@@ -74,7 +76,7 @@ def main() -> None:
     # progress lines go to stdout: if its reader goes away (`dfarun ... | head -1`), training goes
     # on and writes its records, without a logging traceback per line (entry.py ends quietly)
     logging.raiseExceptions = False
-    sys.argv[1:] = [_quote_home(arg) for arg in sys.argv[1:]]
+    sys.argv[1:] = [_expand_home(arg) for arg in sys.argv[1:]]
     try:
         with catch_sigterm():
             check_args(sys.argv[1:])
@@ -88,13 +90,13 @@ def main() -> None:
         sys.exit(report(err))
 
 
-def _quote_home(arg: str) -> str:
-    """`data_dir=~/data` as zsh, or a quoted bash word, passes it (bash expands a bare one
-    itself): Hydra's grammar has no bare ~, so such a path is quoted for it (data_dir='~/data');
-    dfarun expands ~ in every path it uses."""
+def _expand_home(arg: str) -> str:
+    """`data_dir=~/data` as zsh, or a quoted bash word, passes it: expanded here as bash would
+    have done (Hydra's grammar has no bare ~, and Hydra's own folders would take it literally),
+    and quoted for Hydra."""
     key, eq, value = arg.partition("=")
-    if eq and not key.startswith("-") and HOME_PATH.fullmatch(value):
-        return f"{key}='{value}'"
+    if eq and not key.startswith("-") and HOME_PATH.fullmatch(value) and "'" not in (path := os.path.expanduser(value)):
+        return f"{key}='{path}'"
     return arg
 
 
@@ -202,7 +204,9 @@ def check_args(argv: list[str]) -> list[DictConfig]:
         elif not multirun:  # a single run's working folder: "." unless hydra.run.dir says otherwise
             if isinstance(run_dir, DfarunError):
                 raise run_dir
-            check_folder("hydra.run.dir", run_dir, "for the run's working folder")
+            # Hydra writes nothing into it (output_subdir: null): it must only be there, or be makeable
+            check_folder("hydra.run.dir", run_dir, "for the run's working folder",
+                         write=not Path(run_dir).expanduser().is_dir())
     return cfgs
 
 

@@ -34,9 +34,15 @@ LOGGERS = ("none", "tensorboard")
 VAL_SIZE = 10_000  # val=true holds out the last 10,000 training examples (author's split)
 DATA_DIR = "~/.cache/dfarun/data"  # data_dir's default where $DFARUN_DATA_DIR is unset or empty
 
+
+
+def default_data_dir() -> str:
+    """data_dir when none is given: $DFARUN_DATA_DIR (unless empty), else DATA_DIR."""
+    return os.environ.get("DFARUN_DATA_DIR") or DATA_DIR
+
+
 # conf/config.yaml: data_dir: ${dfarun.data_dir:} (oc.env would take an empty variable for a folder)
-OmegaConf.register_new_resolver("dfarun.data_dir", lambda: os.environ.get("DFARUN_DATA_DIR") or DATA_DIR,
-                                replace=True)
+OmegaConf.register_new_resolver("dfarun.data_dir", default_data_dir, replace=True)
 # conf/config.yaml: the sweep folder under ${dfarun.home:${store}}, so that store=~/runs is not a folder named ~
 OmegaConf.register_new_resolver("dfarun.home", lambda path: os.path.expanduser(str(path)), replace=True)
 

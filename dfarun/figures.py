@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from . import atomic, protocol, records  # noqa: E402
-from .config import DATA_DIR, DfarunError  # noqa: E402
+from .config import DfarunError, default_data_dir  # noqa: E402
 from .guard import interrupted  # noqa: E402
 from .records import Record  # noqa: E402
 
@@ -155,10 +154,11 @@ def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000
             print(f"warning: skipping {path}: {err}", file=sys.stderr)
     if len(nets) < 2:
         return None
-    data_dir = data_dir or os.environ.get("DFARUN_DATA_DIR") or DATA_DIR  # as dfarun's data_dir
-    if not (Path(data_dir).expanduser() / "MNIST" / "raw").is_dir():
-        raise Unavailable(f"its records are there; it embeds MNIST's test images, which {data_dir} does not hold: "
-                          "rerun with --data-dir <MNIST data_dir>")
+    if data_dir is None:  # dfarun's own default, where MNIST is if the runs found it there
+        data_dir = default_data_dir()
+        if not (Path(data_dir).expanduser() / "MNIST" / "raw").is_dir():
+            raise Unavailable(f"its records are there; it embeds MNIST's test images, which {data_dir} does not "
+                              "hold: rerun with --data-dir <MNIST data_dir>")
     # the test images, min-max scaled as in training; the whole training set sets the scale, as it
     # spans the full pixel range (0..255) whatever subset a run trained on
     data = load(OmegaConf.create({"name": "mnist", "train_size": None}), data_dir, torch.device("cpu"))

@@ -123,7 +123,10 @@ def report(err: BaseException) -> int:
         traceback.print_exception(err)
     # a value with a line break (or another control character) in it is shown escaped: one line
     line = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
-    print(f"dfarun: {line}", file=sys.stderr, flush=True)
+    try:
+        print(f"dfarun: {line}", file=sys.stderr, flush=True)
+    except OSError:  # stderr is gone with the terminal (SIGHUP): the exit code still says it
+        pass
     return code
 
 

@@ -48,11 +48,6 @@ def paper_cells() -> dict[tuple[str, str, str], dict]:
     return _cells()[0]
 
 
-def paper_epoch_limits() -> dict[tuple[str, str, str], int]:
-    """(data set, paper row, method) -> the most epochs the cell trains (config.epoch_limit)."""
-    return _cells()[1]
-
-
 @cache
 def _cells() -> tuple[dict, dict]:
     from .config import epoch_limit

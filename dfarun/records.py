@@ -120,7 +120,7 @@ def parse(rec: dict, path: Path) -> Record:
     cfg = _take(rec, "config", lambda v: isinstance(v, dict), "an object")
     part = {name: _take(cfg, f"config.{name}", lambda v: isinstance(v, dict), "an object")
             for name in ("dataset", "model", "method", "reg")}
-    names = {k: _take(v, f"config.{k}.name", _is_text, "a non-empty string") for k, v in part.items()}
+    names = {k: _take(v, f"config.{k}.name", _is_line, "one line of printable text") for k, v in part.items()}
     classes = _take(part["dataset"], "config.dataset.classes", _is_int(2), "an int >= 2",
                     default=CLASSES.get(names["dataset"]))
     if classes is None:

@@ -54,10 +54,6 @@ def _run(cfg: DictConfig) -> list[dict]:
         if cfg.save_weights and weightless:  # save_weights is no setting of the experiment: say so
             log.warning(f"save_weights=true: seeds {weightless} were trained without it and have no weights; "
                         "force=true retrains them and saves them")
-    for other in store.other_checkpoints(cfg) if len(done) < len(seeds) else ():  # a job's checkpoint is its own
-        if held := sorted(set(store.checkpoint_seeds(other)) & set(seeds) - set(done)):
-            log.warning(f"not resuming seeds {held} from {other}: a job with another seed list made it; "
-                        "that job's command resumes them (this one trains them from the start)")
     if (stack := seed_stack(cfg, device)) < len(seeds) - len(done):
         why = "" if cfg.seed_stack is not None else " (seed_stack=null: conv seeds do not gain from stacking on a CPU)"
         log.info(f"training at most {stack} seed{'s' * (stack > 1)} at a time{why}")
@@ -106,6 +102,8 @@ def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, s
         # a killed run of this job trained these: resume them together (its one checkpoint holds
         # them all), the others next round; else at most seed_stack seeds, each result unchanged
         train = resumable or train[:seed_stack(cfg, device)]
+        if not resumable:  # locked by this job, so no live job trains them: say what is passed over
+            _say_not_resumed(cfg, train)
         for seed in [s for s in locks if s not in train]:  # free the rest for another job now
             locks.pop(seed).release()
         if train:
@@ -114,6 +112,15 @@ def _round(cfg: DictConfig, todo: list[int], data: Data, device: torch.device, s
     finally:
         for lock in locks.values():
             lock.release()
+
+
+def _say_not_resumed(cfg: DictConfig, fresh: list[int]) -> None:
+    """A checkpoint belongs to its job (the experiment and its seed list): one that a job with
+    another seed list left holding some of `fresh` is named, not silently passed over."""
+    for other in store.other_checkpoints(cfg):
+        if held := sorted(set(store.checkpoint_seeds(other)) & set(fresh)):
+            log.warning(f"not resuming seeds {held} from {other}: a job with another seed list made it; "
+                        "that job's command resumes them (this one trains them from the start)")
 
 
 def _lock(cfg: DictConfig, seeds: list[int], wait: bool) -> dict[int, store.Lock]:

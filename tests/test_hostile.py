@@ -371,10 +371,32 @@ def test_a_path_that_starts_with_a_bare_tilde_is_home(tmp_path):
     """zsh passes `store=~/runs` on as it is (bash expands it); Hydra's grammar has no bare ~."""
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     home.mkdir(), cwd.mkdir()
-    for flags in ([], ["-m"]):
-        result = run_dfarun(cwd, *flags, *FAST, "store=~/runs", "data_dir=~/data", env={"HOME": str(home)})
+    for flags, where in (([], "hydra.run.dir=~/work"), (["-m"], "hydra.sweep.dir=~/sweep")):
+        result = run_dfarun(cwd, *flags, *FAST, "store=~/runs", "data_dir=~/data", where, env={"HOME": str(home)})
         assert result.code == 0, result
+    assert (home / "work").is_dir() and (home / "sweep" / "multirun.yaml").is_file()  # Hydra's folders too
     assert len(list((home / "runs").glob("*.json"))) == 1  # the sweep's one job found the run's record
-    assert list((home / "runs" / "sweeps").iterdir()) and os.listdir(cwd) == []  # no folder named ~
+    assert os.listdir(cwd) == []  # no folder named ~
     line = refused(cwd, "store=~/a,~/b", flags=("-m",))  # a sweep of such paths needs the quotes
     assert "quote a path that starts with ~, as data_dir='~/a'" in line
+
+
+def test_a_run_started_in_a_folder_it_cannot_write_to_is_fine(tmp_path, monkeypatch):
+    """A single run writes nothing into its working folder (hydra.run.dir: .), only its store."""
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    monkeypatch.chdir(ro)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        False if Path(path).absolute() == ro and mode & os.W_OK else real(path, mode, **kw)))  # as root sees none
+    assert len(cli.check_args([*FAST, f"store={tmp_path / 'runs'}"])) == 1
+
+
+def test_the_last_line_on_a_dead_terminal_still_gives_the_exit_code(monkeypatch):
+    """After SIGHUP stderr may be gone with the terminal (EIO): the code must still come out."""
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise OSError(5, "Input/output error")
+    monkeypatch.setattr("sys.stderr", Gone())
+    monkeypatch.setattr(guard, "_signalled", [signal.SIGHUP])
+    assert guard.report(KeyboardInterrupt()) == 128 + signal.SIGHUP

@@ -58,6 +58,7 @@ BAD = [
     ("config.seeds", "0,1,2", "config.seeds"), ("config.seeds", [1, 2], "seed"),   # seed 0 not asked for
     ("config.profile", DELETE, "config.profile"), ("config.profile", 1, "config.profile"),
     ("config.profile", "paper\n\\end{tabular}", "config.profile"), ("row", "2x800\nTanh", "row"),
+    ("config.method.name", "new\n| rule", "config.method.name"),  # a column header of its own (tables)
     ("config.max_epochs", DELETE, "config.max_epochs"), ("config.max_epochs", 0, "config.max_epochs"),
     ("config.max_epochs", 20.0, "config.max_epochs"), ("config.max_epochs", True, "config.max_epochs"),
     ("config.freeze_first_epochs", -1, "config.freeze_first_epochs"),

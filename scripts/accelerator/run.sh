@@ -140,13 +140,17 @@ trap 'signalled=143; exit 143' TERM INT HUP
 # pack stops it.
 timed_pid=""
 run_timed() {
-    local log=$1 secs=$2 rc
+    local log=$1 secs=$2 rc out tee_pid
     shift 2
-    timeout -s TERM --kill-after=10 "$secs" "$@" </dev/null > >(tee -a "$log") 2>&1 &
+    exec {out}> >(tee -a "$log")  # the log's writer, waited for below: its last lines land before the next run's
+    tee_pid=$!
+    timeout -s TERM --kill-after=10 "$secs" "$@" </dev/null >&"$out" 2>&1 &
     timed_pid=$!
+    exec {out}>&-  # tee ends when the command's copy closes too
     wait "$timed_pid"
     rc=$?
     timed_pid=""
+    wait "$tee_pid" 2>/dev/null
     return "$rc"
 }
 
