@@ -95,9 +95,10 @@ def _expand_home(arg: str) -> str:
     have done (Hydra's grammar has no bare ~, and Hydra's own folders would take it literally),
     and quoted for Hydra."""
     key, eq, value = arg.partition("=")
-    if eq and not key.startswith("-") and HOME_PATH.fullmatch(value) and "'" not in (path := os.path.expanduser(value)):
-        return f"{key}='{path}'"
-    return arg
+    if not (eq and not key.startswith("-") and HOME_PATH.fullmatch(value)):
+        return arg
+    path = os.path.expanduser(value)
+    return arg if "'" in path else f"{key}='{path}'"  # a home with a quote in its name: left to Hydra
 
 
 HOME_PATH = re.compile(r"~[\w./+-]*")  # ~, ~/data, ~user/data: no quotes, commas or brackets to mind

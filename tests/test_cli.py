@@ -93,6 +93,7 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
     assert out.returncode == 2
     methods = ", ".join(sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml")))  # bp, dfa, ..., ifa
     assert "bp, dfa, dfa_first, fa, ifa" in methods
-    assert out.stderr.strip().splitlines() == [f"dfarun: error: method='nope': no such option; expected one of {methods}"]
+    assert out.stderr.strip().splitlines() == [
+        f"dfarun: error: method='nope': no such option; expected one of {methods}"]
     assert "Traceback" not in out.stdout + out.stderr
     assert os.listdir(tmp_path) == []
