@@ -139,7 +139,8 @@ class _WithoutHydraJobError:
 
 def check_args(argv: list[str]) -> list[DictConfig]:
     """Compose and validate the config(s) that `dfarun argv` would run; return them.
-    --help, --info and the like, and another --config-dir/--config-path, are left to Hydra."""
+    --help, --info and the like, and another --config-path (primary config folder), are left to
+    Hydra; --config-dir (a folder of more config groups' options) is composed with."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
@@ -151,8 +152,15 @@ def check_args(argv: list[str]) -> list[DictConfig]:
     argparser.error = _usage_error  # argparse prints its usage, several lines: one line instead
     args = argparser.parse_args(argv)
     if (args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
-            or args.config_dir or args.experimental_rerun):
+            or args.experimental_rerun):
         return []
+    search = []  # --config-dir: its options (model/<name>.yaml, ...) join ours, as Hydra will add them
+    if args.config_dir:
+        extra = Path(args.config_dir).expanduser()
+        if not extra.is_dir():
+            raise DfarunError(f"--config-dir={args.config_dir!r}: no such folder; expected a folder of config "
+                              "groups' options, e.g. model/<name>.yaml")
+        search = [f"hydra.searchpath=['file://{extra.resolve()}']"]
     name, overrides = args.config_name or CONFIG_NAME, list(args.overrides)
     parser = OverridesParser.create()
     parsed = []
@@ -180,7 +188,7 @@ def check_args(argv: list[str]) -> list[DictConfig]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dfarun"):
         try:  # a sweep's primary config (its grid, its sweep dir), composed once
             primary = GlobalHydra.instance().hydra.compose_config(
-                name, overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False) if multirun else None
+                name, search + overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False) if multirun else None
             jobs = _sweep_jobs(primary, overrides) if multirun else [overrides]
         except (HydraException, OmegaConfBaseException, ValueError) as err:
             raise _one_line(err, overrides) from None
@@ -188,7 +196,7 @@ def check_args(argv: list[str]) -> list[DictConfig]:
             if not args.cfg:
                 grids.check_job(parser.parse_overrides(job))
             try:
-                cfg, run_dir = _compose(compose, GlobalHydra.instance().config_loader(), name, job)
+                cfg, run_dir = _compose(compose, GlobalHydra.instance().config_loader(), name, job, search)
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 raise _one_line(err, job) from None
             cfgs.append(cfg)
@@ -249,20 +257,23 @@ def _sweep_jobs(primary: DictConfig, overrides: list[str]) -> list[list[str]]:
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-_OPTIONS: dict[str, list[str]] = {}
+_OPTIONS: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
 
-def _compose(compose, loader, name: str, overrides: list[str]) -> tuple[DictConfig, str | DfarunError]:
+def _compose(compose, loader, name: str, overrides: list[str], search: list[str]
+             ) -> tuple[DictConfig, str | DfarunError]:
     """One job's config, without Hydra's node, and its hydra.run.dir (the error, when that does
     not resolve); an optional group (row, experiment) whose option does not exist is an error
-    here, where Hydra would skip it."""
-    cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    here, where Hydra would skip it. `search`: the hydra.searchpath override of a --config-dir."""
+    from hydra.core.object_type import ObjectType
+
+    cfg = compose(name, overrides=search + overrides, return_hydra_config=True)
     for group, choice in cfg.hydra.runtime.choices.items():
         if choice is not None and not group.startswith("hydra/"):
-            if group not in _OPTIONS:  # slow to list: once per group
-                _OPTIONS[group] = loader.get_group_options(group)
-            if choice not in _OPTIONS[group]:
-                raise ConfigError(group, choice, f"no such option; expected one of {', '.join(_OPTIONS[group])}")
+            if (key := (group, tuple(search))) not in _OPTIONS:  # slow to list: once per group
+                _OPTIONS[key] = loader.get_group_options(group, ObjectType.CONFIG, name, search)
+            if choice not in _OPTIONS[key]:
+                raise ConfigError(group, choice, f"no such option; expected one of {', '.join(_OPTIONS[key])}")
     try:
         run_dir: str | DfarunError = str(cfg.hydra.run.dir)
     except (OmegaConfBaseException, ValueError) as err:

@@ -400,3 +400,22 @@ def test_the_last_line_on_a_dead_terminal_still_gives_the_exit_code(monkeypatch)
     monkeypatch.setattr("sys.stderr", Gone())
     monkeypatch.setattr(guard, "_signalled", [signal.SIGHUP])
     assert guard.report(KeyboardInterrupt()) == 128 + signal.SIGHUP
+
+
+def test_a_config_dir_is_composed_with_and_checked_before_anything_runs(tmp_path):
+    """--config-dir adds options (here a model of one's own): they are offered, and a bad job of
+    a sweep that uses them is refused before the good one trains."""
+    extra, cwd = tmp_path / "extra", tmp_path / "cwd"
+    (extra / "model").mkdir(parents=True)
+    (extra / "model" / "tiny_tanh.yaml").write_text(
+        "name: tiny_tanh\nlabel: Tiny Tanh\ndepth: 1\nwidth: 7\nactivation: tanh\n")
+    cwd.mkdir()
+    base = [a for a in FAST if not a.startswith(("model=", "max_epochs="))] + [f"store={cwd / 'runs'}"]
+    bad = run_dfarun(cwd, "-m", "--config-dir", str(extra), *base, "model=tiny_tanh", "max_epochs=1,0")
+    assert bad.code == 2 and "max_epochs=0: expected an int >= 1" in bad.line() and os.listdir(cwd) == []
+    unknown = run_dfarun(cwd, "--config-dir", str(extra), *base, "model=nope", "max_epochs=1")
+    assert unknown.code == 2 and "2x800_tanh" in unknown.line() and "tiny_tanh" in unknown.line()
+    assert "no such folder" in run_dfarun(cwd, "--config-dir", str(tmp_path / "nope"), *base).line()
+    good = run_dfarun(cwd, "--config-dir", str(extra), *base, "model=tiny_tanh", "max_epochs=1")
+    assert good.code == 0, good
+    assert len(list((cwd / "runs").glob("synthetic_tiny_tanh_*.json"))) == 1
