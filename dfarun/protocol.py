@@ -8,7 +8,9 @@ its row and method, up to the budget (seeds and profile are not settings at all)
 epoch limit, so that `profile=quick` and a short `max_epochs` still fill a (demo) table, but
 not a longer one than the cell's (the paper stopped at 300 epochs). The others are left out of
 the tables and of the figures drawn from the tables' cells, with a note that names what
-differs.
+differs. The figures' own rows (Figure 2 left's 3x50, Figure 3's 3x400, IFA's 4x100) are held
+to their experiment's settings (`conf/experiment/<name>.yaml`) the same way, Figure 2 left's
+frozen phase being part of its budget.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from . import store
 from .config import CONF_DIR
 
 BUDGET = ("max_epochs",)  # may be below the table's: a shorter run of the same protocol
+FIGURE_BUDGET = (*BUDGET, "freeze_first_epochs")  # a figure states both in its title
+FIGURES = ("fig2_frozen", "fig3", "ifa_4x100")  # the experiments of rows that are in no table
 
 
 def table_grids(tables: Iterable[int] = (1, 2, 3)) -> dict:
@@ -63,11 +67,41 @@ def _cells() -> tuple[dict, dict]:
     return cells, limits
 
 
-def _protocol(config: dict) -> dict:
+def _protocol(config: dict, budget: tuple[str, ...] = BUDGET) -> dict:
     settings = store.settings(config)
-    for key in BUDGET:
+    for key in budget:
         settings.pop(key, None)
     return settings
+
+
+@cache
+def _figure_cells() -> dict[tuple[str, str, str, bool], tuple[dict, int]]:
+    """(data set, row, method, first layer frozen?) -> (settings less the figure budget, epoch
+    limit) of each method of the FIGURES experiments."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import epoch_limit
+    from .runner import row_label
+
+    cells = {}
+    here = nullcontext() if GlobalHydra.instance().is_initialized() else \
+        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
+    with here:
+        for name in FIGURES:
+            cfg = compose("config", overrides=[f"experiment={name}"])
+            sweep = OmegaConf.select(OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml"),
+                                     "hydra.sweeper.params.method", default=None)
+            for method in sweep.split(",") if sweep else [cfg.method.name]:
+                cfg.method.name = method
+                cell = (cfg.dataset.name, row_label(cfg), method, cfg.freeze_first_epochs > 0)
+                cells[cell] = _protocol(store.experiment(cfg), FIGURE_BUDGET), epoch_limit(cfg)
+    return cells
+
+
+def figure_cell(dataset: str, row: str, method: str, frozen: bool) -> tuple[dict, int] | None:
+    """(the settings, the epoch limit) of a figure's own row, as table_cell; None for others."""
+    return _figure_cells().get((dataset, row, method, frozen))
 
 
 def table_cell(dataset: str, row: str, method: str) -> tuple[dict, int] | None:
@@ -84,17 +118,20 @@ def table_cell(dataset: str, row: str, method: str) -> tuple[dict, int] | None:
 
 
 def split(recs: Iterable) -> tuple[list, dict[tuple[str, str, str], set[str]]]:
-    """(the records that may fill the tables' cells, and for each cell that some other records
-    claim: the settings by which they differ, as `key=value` overrides). Records of rows
-    outside the tables (the figures' own runs) are kept."""
+    """(the records that may fill the tables' and figures' cells, and for each cell that some
+    other records claim: the settings by which they differ, as `key=value` overrides). Records
+    of rows in no table and no figure are kept."""
     kept, off = [], {}
     for r in recs:
         cell = (r.dataset, r.row, r.method)
+        budget = BUDGET
         if (paper := table_cell(*cell)) is None:
+            paper, budget = figure_cell(*cell, r.freeze > 0), FIGURE_BUDGET
+        if paper is None:  # a row of no table and no figure: nothing to hold it to
             kept.append(r)
             continue
         settings, limit = paper
-        diffs = _differing(ours, settings) if (ours := _protocol(r.config)) != settings else []
+        diffs = _differing(ours, settings) if (ours := _protocol(r.config, budget)) != settings else []
         if r.max_epochs > limit:  # Record.max_epochs is the limit the seed trained under
             diffs.append(f"max_epochs={r.config['max_epochs']} (the cell's limit is {limit})")
         if diffs:
@@ -119,5 +156,5 @@ def _differing(ours: dict, paper: dict, prefix: str = "") -> list[str]:
 
 def notes(off: dict[tuple[str, str, str], set[str]]) -> list[str]:
     """One line per cell whose records were left out: what they ran instead."""
-    return [f"{dataset} {row} {method.upper()}: records with other settings than the table's cell left out "
+    return [f"{dataset} {row} {method.upper()}: records with other settings than the paper's cell left out "
             f"({', '.join(sorted(diffs))})" for (dataset, row, method), diffs in sorted(off.items())]

@@ -154,11 +154,13 @@ def record(row="2x800 Tanh", method="dfa", seed=0, test=1.5, train=0.0, stop="co
             "config": config | {"seeds": list(seeds), "max_epochs": max_epochs, "profile": profile}, **extra}
 
 
-def paper_settings(config: dict, row: str) -> dict:
-    """`config` with the settings of the paper's cell (its data set, `row`, its method) laid over
-    it, as a record of that cell run by dfarun has them (protocol.py); unchanged for other rows."""
+def paper_settings(config: dict, row: str, frozen: bool = False) -> dict:
+    """`config` with the settings of the paper's cell (its data set, `row`, its method: a table's
+    cell, or a figure's) laid over it, as a record of that cell run by dfarun has them
+    (protocol.py); unchanged for other rows."""
     cell = (config["dataset"]["name"], row, config["method"]["name"])
-    _merge(config, copy.deepcopy(protocol.paper_cells().get(cell, {})))
+    settings = protocol.paper_cells().get(cell) or (protocol.figure_cell(*cell, frozen) or ({},))[0]
+    _merge(config, copy.deepcopy(settings))
     return config
 
 

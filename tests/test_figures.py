@@ -26,7 +26,7 @@ def record(model, method, seed, epochs=4, freeze=0, key=None, stop="max_epochs")
             "stop": stop, "epochs": epochs, "train_error": history[-1]["train_error"],
             "test_error": history[-1]["test_error"], "history": history,
             "config": paper_settings({"dataset": {"name": "mnist"}, "model": {"name": model}, "method": {"name": method},
-                                      "reg": {"name": "none"}}, f"{size} {activation.capitalize()}")
+                                      "reg": {"name": "none"}}, f"{size} {activation.capitalize()}", freeze > 0)
             | {"seeds": [0, 1], "max_epochs": epochs, "profile": "quick", "freeze_first_epochs": freeze}}
 
 
@@ -66,6 +66,28 @@ def test_a_figure_with_some_methods_says_which_it_lacks_and_whose_seeds_are_whos
     by_method = figures.select(records.read([runs]), "2x800 Tanh", ("bp", "fa", "dfa"))
     assert figures.budget(by_method) == "seeds: BP 2, DFA 1, at most 4 epochs"
     assert figures.budget({"bp": by_method["bp"]}) == "2 seeds, at most 4 epochs"
+
+
+def test_a_figures_own_row_is_held_to_its_experiments_settings(tmp_path, capsys):
+    """IFA's 4x100 row is in no table: a run of it with another rate and more seeds must not
+    win over the experiment's own (by seeds it would); a shorter frozen phase and fewer
+    epochs are a figure's budget, which its title states, and still draw Figure 2 (left)."""
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        store.write(runs / f"ifa_{seed}.json", record("4x100_tanh", "ifa", seed))
+        for method in ("bp", "dfa_first"):
+            store.write(runs / f"f_{method}_{seed}.json", record("3x50_tanh", method, seed, epochs=6, freeze=3))
+    for seed in range(4):
+        fast = record("4x100_tanh", "ifa", seed, key="fast")
+        fast["config"] |= {"lr": 1e-2, "seeds": [0, 1, 2, 3]}
+        fast["test_error"] = 55.0
+        store.write(runs / f"fast_{seed}.json", fast)
+    assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "ifa,fig2_left"]) == 0
+    err = capsys.readouterr().err
+    assert "mnist 4x100 Tanh IFA: records with other settings than the paper's cell left out (lr=0.01)" in err
+    ifa = (tmp_path / "figs" / "ifa.md").read_text()
+    assert "2/2" in ifa and "55.00" not in ifa
+    assert (tmp_path / "figs" / "fig2_left.png").is_file()
 
 
 def test_frozen_first_layer_does_not_move_then_learns(toy_data):

@@ -277,8 +277,8 @@ def test_runs_of_other_settings_under_a_paper_label_are_left_out_with_a_note(tmp
     unfiltered = tables.aggregate(tables.load_records(runs)).set_index(["row", "method"])
     assert unfiltered.loc[("2x800 Tanh", "bp"), "test_mean"] == 80.0  # by seeds, the narrow net would win
     assert "1.60 ± 0.00%" in out and "80.00" not in out and "50.00" not in out
-    assert "note: mnist 2x800 Tanh BP: records with other settings than the table's cell left out (model.width=3)" in err
-    assert "note: mnist 2x800 Tanh DFA: records with other settings than the table's cell left out " \
+    assert "note: mnist 2x800 Tanh BP: records with other settings than the paper's cell left out (model.width=3)" in err
+    assert "note: mnist 2x800 Tanh DFA: records with other settings than the paper's cell left out " \
            "(dataset.train_size=50)" in err
 
 
@@ -296,7 +296,7 @@ def test_a_longer_budget_than_the_cells_is_left_out_and_a_rows_own_limit_is_its_
     assert tables.main(["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1"]) == 0
     out, err = capsys.readouterr()
     assert "1.60 ± 0.00%" in out and "9.00" not in out and "1.40 ± 0.00%" in out
-    assert "note: mnist 2x800 Tanh BP: records with other settings than the table's cell left out " \
+    assert "note: mnist 2x800 Tanh BP: records with other settings than the paper's cell left out " \
            "(max_epochs=1000 (the cell's limit is 300))" in err
     assert "2x800 Tanh + DO" not in err
     assert "at most 150 epochs (3 cells: 2x800 Tanh + DO)" not in out  # one cell here: BP
@@ -324,7 +324,7 @@ def test_a_rule_the_paper_did_not_run_gets_a_column_of_its_own(tmp_path, capsys)
     assert [c.strip() for c in header.strip("|").split("|")] == ["Model", "BP", "FA", "DFA", "DFA_SIGN"]
     row = next(line for line in out.splitlines() if line.startswith("| 2x800 Tanh "))
     assert "2.50 ± 0.00% / not in the paper" in row and "9.00" not in out
-    assert "mnist 2x800 Tanh DFA_SIGN: records with other settings than the table's cell left out (lr=0.01)" in err
+    assert "mnist 2x800 Tanh DFA_SIGN: records with other settings than the paper's cell left out (lr=0.01)" in err
     assert "1 of 1 cells within 2 paper std" in out  # BP's; the new rule has no paper number
     csv = pd.read_csv(tmp_path / "out" / "table1.csv")
     assert csv.query("method == 'dfa_sign'").paper_status.tolist() == ["none"]
