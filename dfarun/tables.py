@@ -70,8 +70,9 @@ def numbers(table: int, cells: pd.DataFrame) -> pd.DataFrame:
     ours = {(c.row, c.method): c for c in cells[cells.dataset == dataset].itertuples()}
     paper = paper_results().query("table == @table")
     extra = sorted(key for key in ours if key[0] in set(paper.row) and key[1] not in set(paper.method))
+    not_in_paper = [{"row": row, "method": method, "status": "none"} for row, method in extra]
     lines = []
-    for p in [*paper.to_dict("records"), *({"row": row, "method": method, "status": "none"} for row, method in extra)]:
+    for p in paper.to_dict("records") + not_in_paper:
         c = ours.get((p["row"], p["method"]))
         line = {"row": p["row"], "method": p["method"], "seeds_learned": 0, "seeds_run": 0, "seeds_asked": 0,
                 **({k: getattr(c, k) for k in SUMMARY} if c is not None else {}),
