@@ -95,6 +95,8 @@ def _expand_home(arg: str) -> str:
     have done (Hydra's grammar has no bare ~, and Hydra's own folders would take it literally),
     and quoted for Hydra."""
     key, eq, value = arg.partition("=")
+    if key in ("--config-dir", "-cd") and eq:  # a flag, not an override: Hydra takes the path as it is
+        return f"{key}={os.path.expanduser(value)}"
     if not (eq and not key.startswith("-") and HOME_PATH.fullmatch(value)):
         return arg
     path = os.path.expanduser(value)
@@ -154,13 +156,22 @@ def check_args(argv: list[str]) -> list[DictConfig]:
     if (args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
             or args.experimental_rerun):
         return []
-    search = []  # --config-dir: its options (model/<name>.yaml, ...) join ours, as Hydra will add them
+    search, extra = [], None  # --config-dir: its options (model/<name>.yaml, ...) join ours, as in Hydra
     if args.config_dir:
-        extra = Path(args.config_dir).expanduser()
+        extra = Path(args.config_dir)
         if not extra.is_dir():
             raise DfarunError(f"--config-dir={args.config_dir!r}: no such folder; expected a folder of config "
                               "groups' options, e.g. model/<name>.yaml")
+        for mine in sorted(extra.glob("*/*.yaml")):  # Hydra takes ours first: theirs would never run
+            if (CONF_DIR / mine.parent.name / mine.name).is_file():
+                raise DfarunError(f"--config-dir: {mine} has the name of dfarun's own {mine.parent.name}="
+                                  f"{mine.stem}, which Hydra would use instead; give yours another name")
         search = [f"hydra.searchpath=['file://{extra.resolve()}']"]
+    # composed here only as Hydra will compose it: another search path, a primary config of the
+    # --config-dir's own, or a folder name the override grammar cannot quote are left to Hydra
+    if any(o.split("=")[0].lstrip("+~") == "hydra.searchpath" for o in args.overrides) or (
+            extra and (args.config_name or "'" in str(extra.resolve()))):
+        return []
     name, overrides = args.config_name or CONFIG_NAME, list(args.overrides)
     parser = OverridesParser.create()
     parsed = []

@@ -75,9 +75,9 @@ def _protocol(config: dict, budget: tuple[str, ...] = BUDGET) -> dict:
 
 
 @cache
-def _figure_cells() -> dict[tuple[str, str, str, bool], tuple[dict, int]]:
+def _figure_cells() -> dict[tuple[str, str, str, bool], tuple[dict, int, int]]:
     """(data set, row, method, first layer frozen?) -> (settings less the figure budget, epoch
-    limit) of each method of the FIGURES experiments."""
+    limit, epochs frozen) of each method of the FIGURES experiments."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -95,12 +95,14 @@ def _figure_cells() -> dict[tuple[str, str, str, bool], tuple[dict, int]]:
             for method in sweep.split(",") if sweep else [cfg.method.name]:
                 cfg.method.name = method
                 cell = (cfg.dataset.name, row_label(cfg), method, cfg.freeze_first_epochs > 0)
-                cells[cell] = _protocol(store.experiment(cfg), FIGURE_BUDGET), epoch_limit(cfg)
+                cells[cell] = (_protocol(store.experiment(cfg), FIGURE_BUDGET), epoch_limit(cfg),
+                               cfg.freeze_first_epochs)
     return cells
 
 
-def figure_cell(dataset: str, row: str, method: str, frozen: bool) -> tuple[dict, int] | None:
-    """(the settings, the epoch limit) of a figure's own row, as table_cell; None for others."""
+def figure_cell(dataset: str, row: str, method: str, frozen: bool) -> tuple[dict, int, int] | None:
+    """(the settings, the epoch limit, the epochs frozen) of a figure's own row, as table_cell;
+    None for other rows."""
     return _figure_cells().get((dataset, row, method, frozen))
 
 
@@ -130,10 +132,14 @@ def split(recs: Iterable) -> tuple[list, dict[tuple[str, str, str], set[str]]]:
         if paper is None:  # a row of no table and no figure: nothing to hold it to
             kept.append(r)
             continue
-        settings, limit = paper
+        settings, limit, *frozen = paper
         diffs = _differing(ours, settings) if (ours := _protocol(r.config, budget)) != settings else []
         if r.max_epochs > limit:  # Record.max_epochs is the limit the seed trained under
             diffs.append(f"max_epochs={r.config['max_epochs']} (the cell's limit is {limit})")
+        if frozen and frozen[0] and not (r.freeze <= frozen[0] and r.freeze < r.max_epochs):
+            # Figure 2 (left): a shorter frozen phase is budget; a longer one, or one the run never leaves, is not
+            diffs.append(f"freeze_first_epochs={r.freeze} (the cell's is {frozen[0]}, and the layer must be "
+                         f"released before the last epoch, {r.max_epochs})")
         if diffs:
             off.setdefault(cell, set()).update(diffs)
         else:

@@ -233,13 +233,13 @@ def cell(r) -> tuple[str, str, str, bool]:
 
 def fill(records: Iterable) -> list:
     """THE experiment that fills one cell, for tables and figures alike: of the experiments
-    (keys) among `records`, the one with the largest epoch limit, then the most seeds run, then
-    the first key in sort order (so that the choice never depends on file order). Its records,
-    by seed."""
+    (keys) among `records`, the one with the largest epoch limit, then the longest frozen phase
+    (Figure 2 left), then the most seeds run, then the first key in sort order (so that the
+    choice never depends on file order). Its records, by seed."""
     by_key: dict[str, list] = {}
     for r in records:
         by_key.setdefault(r.key, []).append(r)
-    best = min(by_key.values(), key=lambda rs: (-rs[0].max_epochs, -len(rs), rs[0].key))
+    best = min(by_key.values(), key=lambda rs: (-rs[0].max_epochs, -rs[0].freeze, -len(rs), rs[0].key))
     return sorted(best, key=lambda r: r.seed)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import platform
 import subprocess
@@ -118,9 +119,19 @@ def _say_not_resumed(cfg: DictConfig, fresh: list[int]) -> None:
     """A checkpoint belongs to its job (the experiment and its seed list): one that a job with
     another seed list left holding some of `fresh` is named, not silently passed over."""
     for other in store.other_checkpoints(cfg):
-        if held := sorted(set(store.checkpoint_seeds(other)) & set(fresh)):
+        try:
+            stamp = other.stat()
+        except OSError:  # its job finished meanwhile
+            continue
+        if held := sorted(_seeds_in(other, stamp.st_mtime_ns, stamp.st_size) & set(fresh)):
             log.warning(f"not resuming seeds {held} from {other}: a job with another seed list made it; "
                         "that job's command resumes them (this one trains them from the start)")
+
+
+@functools.lru_cache(maxsize=16)
+def _seeds_in(path: Path, mtime_ns: int, size: int) -> frozenset[int]:
+    """The seeds a checkpoint holds, read once per version of the file (not once per round)."""
+    return frozenset(store.checkpoint_seeds(path))
 
 
 def _lock(cfg: DictConfig, seeds: list[int], wait: bool) -> dict[int, store.Lock]:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dfarun import figures, records, store, tables
+from dfarun import figures, protocol, records, store, tables
 from dfarun.rules import RULES
 from dfarun.runner import run
 from dfarun.state import init_state
@@ -88,6 +88,19 @@ def test_a_figures_own_row_is_held_to_its_experiments_settings(tmp_path, capsys)
     ifa = (tmp_path / "figs" / "ifa.md").read_text()
     assert "2/2" in ifa and "55.00" not in ifa
     assert (tmp_path / "figs" / "fig2_left.png").is_file()
+
+    # Figure 2 (left): the longest frozen phase is chosen (a key sorting first, freeze 2, is not);
+    # one longer than the experiment's 50, or one the run never leaves, is no budget
+    for seed in range(2):
+        store.write(runs / f"g_{seed}.json", record("3x50_tanh", "bp", seed, epochs=6, freeze=2, key="a-freeze"))
+        store.write(runs / f"h_{seed}.json", record("3x50_tanh", "bp", seed, epochs=80, freeze=60, key="long"))
+        store.write(runs / f"i_{seed}.json", record("3x50_tanh", "bp", seed, epochs=6, freeze=6, key="never"))
+    kept, off = protocol.split(records.read([runs]))
+    assert off[("mnist", "3x50 Tanh", "bp")] == {
+        "freeze_first_epochs=60 (the cell's is 50, and the layer must be released before the last epoch, 80)",
+        "freeze_first_epochs=6 (the cell's is 50, and the layer must be released before the last epoch, 6)"}
+    bp = records.cells(kept)[("mnist", "3x50 Tanh", "bp", True)]
+    assert {r.freeze for r in bp} == {3}
 
 
 def test_frozen_first_layer_does_not_move_then_learns(toy_data):

@@ -419,3 +419,18 @@ def test_a_config_dir_is_composed_with_and_checked_before_anything_runs(tmp_path
     good = run_dfarun(cwd, "--config-dir", str(extra), *base, "model=tiny_tanh", "max_epochs=1")
     assert good.code == 0, good
     assert len(list((cwd / "runs").glob("synthetic_tiny_tanh_*.json"))) == 1
+
+
+def test_what_a_config_dir_cannot_do_is_said_or_left_to_hydra(tmp_path):
+    """An option of the --config-dir with the name of one of ours would never run (Hydra takes
+    ours first): refused. A search path of the user's own is left to Hydra, unchecked, rather
+    than refused for options only Hydra would find."""
+    extra, other = tmp_path / "extra", tmp_path / "other"
+    (extra / "model").mkdir(parents=True)
+    (extra / "model" / "2x800_tanh.yaml").write_text("name: 2x800_tanh\nlabel: Mine\ndepth: 1\nwidth: 7\n")
+    with pytest.raises(DfarunError, match="has the name of dfarun's own model=2x800_tanh"):
+        cli.check_args(["--config-dir", str(extra), *FAST])
+    (other / "model").mkdir(parents=True)
+    (other / "model" / "mine.yaml").write_text("name: mine\nlabel: Mine\ndepth: 1\nwidth: 7\nactivation: tanh\n")
+    assert cli.check_args([*FAST, f"hydra.searchpath=[file://{other}]", "model=mine"]) == []
+    assert cli._expand_home("--config-dir=~/x") == f"--config-dir={os.path.expanduser('~/x')}"
