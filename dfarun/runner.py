@@ -1,18 +1,15 @@
 """`run(cfg)`: validate, skip finished seeds, load data, train the rest stacked, write records."""
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from . import config, store
+from . import config, provenance, store
 from .config import conv_dropout, effective_lr, epoch_limit, resolve_device, validate
 from .conv import ConvArch
 from .data import Data, load
@@ -191,12 +188,12 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {state.seeds} on {device}, "
              f"lr {protocol.lr:g}, batch {cfg.batch_size}, at most {protocol.max_epochs} epochs")
     started = time.time()
-    context = _context(cfg, device, len(seeds))
+    context = provenance.context(cfg, device, len(seeds), row_label(cfg))
     records = {}
     reporter = None
 
     def finish(result: SeedResult) -> None:
-        records[result.seed] = rec = _record(context, result, time.time() - started)
+        records[result.seed] = rec = provenance.record(context, result, time.time() - started)
         path = store.record_path(cfg, result.seed)
         if cfg.save_weights:  # first, so a record never points at weights that are not there
             store.save_weights(path.with_suffix(".pt"), result.net)
@@ -264,68 +261,3 @@ def architecture(cfg: DictConfig, data: Data) -> MLPArch | ConvArch:
 def row_label(cfg: DictConfig) -> str:
     """The paper's row name: the model's label plus the regulariser's, e.g. "2x800 Tanh + DO"."""
     return cfg.model.label + cfg.reg.label
-
-
-def _context(cfg: DictConfig, device: torch.device, stacked: int) -> dict:
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["lr"] = effective_lr(cfg)
-    return {
-        "format": store.FORMAT,
-        "key": store.experiment_key(cfg),
-        "row": row_label(cfg),
-        "config": config,
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "stacked_seeds": stacked,
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "git_commit": _git_commit(),
-        "git_dirty": _git_dirty(),     # uncommitted changes: git_commit alone does not say what ran
-        "host": platform.node(),
-        "overrides": _overrides(),     # the command line's overrides, as typed (None: called from Python)
-    }
-
-
-def _record(context: dict, result: SeedResult, wall_seconds: float) -> dict:
-    last = result.history[-1]
-    diverged = result.stop == "diverged"
-    best = {}
-    if "val_error" in last and not diverged:  # training time chosen on the validation set
-        best = {"best_val": min(result.history, key=lambda row: (row["val_error"], row["epoch"]))}
-    return {
-        **context,
-        "seed": result.seed,
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "stop": result.stop,
-        "epochs": last["epoch"],
-        "train_error": None if diverged else last["train_error"],
-        "test_error": None if diverged else last["test_error"],
-        "wall_seconds": wall_seconds,
-        **best,
-        "history": result.history,
-    }
-
-
-def _git(*args: str) -> str | None:
-    """git's output in the folder dfarun's code lies in; None outside a checkout (a wheel)."""
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _git_commit() -> str | None:
-    return _git("rev-parse", "HEAD")
-
-
-def _git_dirty() -> bool | None:
-    """Uncommitted changes to tracked files (run records and other untracked files aside)."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return None if status is None else bool(status)
-
-
-def _overrides() -> list[str] | None:
-    from hydra.core.hydra_config import HydraConfig
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import dfarun.config as config
+import dfarun.provenance as provenance
 import dfarun.runner as runner
 import dfarun.train as train
 from dfarun.config import ConfigError, validate
@@ -184,10 +185,10 @@ def test_val_true_through_run_reports_val_error_and_best_val(make_cfg, monkeypat
 def test_best_val_is_the_earliest_epoch_of_the_minimum():
     hist = [{"epoch": k, "val_error": v, "train_error": 1.0, "test_error": t}
             for k, (v, t) in enumerate([(5.0, 9.0), (2.0, 7.0), (3.0, 6.0), (2.0, 5.0)], 1)]
-    rec = runner._record({}, train.SeedResult(0, "max_epochs", hist), 1.0)
+    rec = provenance.record({}, train.SeedResult(0, "max_epochs", hist), 1.0)
     assert rec["best_val"]["epoch"] == 2 and rec["best_val"]["test_error"] == 7.0
     assert rec["test_error"] == 5.0   # the final epoch's, beside it
-    diverged = runner._record({}, train.SeedResult(0, "diverged", hist), 1.0)
+    diverged = provenance.record({}, train.SeedResult(0, "diverged", hist), 1.0)
     assert "best_val" not in diverged
 
 
