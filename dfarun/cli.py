@@ -157,20 +157,17 @@ def check_args(argv: list[str]) -> list[DictConfig]:
             or args.experimental_rerun):
         return []
     search, extra = [], None  # --config-dir: its options (model/<name>.yaml, ...) join ours, as in Hydra
-    if args.config_dir:
+    if args.config_dir is not None:
         extra = Path(args.config_dir)
-        if not extra.is_dir():
+        if not (args.config_dir and extra.is_dir()):  # Hydra would take '' for the current folder
             raise DfarunError(f"--config-dir={args.config_dir!r}: no such folder; expected a folder of config "
                               "groups' options, e.g. model/<name>.yaml")
-        for mine in sorted(extra.glob("*/*.yaml")):  # Hydra takes ours first: theirs would never run
-            if (CONF_DIR / mine.parent.name / mine.name).is_file():
-                raise DfarunError(f"--config-dir: {mine} has the name of dfarun's own {mine.parent.name}="
-                                  f"{mine.stem}, which Hydra would use instead; give yours another name")
+        _check_not_shadowed(extra)
         search = [f"hydra.searchpath=['file://{extra.resolve()}']"]
     # composed here only as Hydra will compose it: another search path, a primary config of the
     # --config-dir's own, or a folder name the override grammar cannot quote are left to Hydra
     if any(o.split("=")[0].lstrip("+~") == "hydra.searchpath" for o in args.overrides) or (
-            extra and (args.config_name or "'" in str(extra.resolve()))):
+            extra and (args.config_name or any(c in str(extra.resolve()) for c in "'\\"))):
         return []
     name, overrides = args.config_name or CONFIG_NAME, list(args.overrides)
     parser = OverridesParser.create()
@@ -228,6 +225,16 @@ def check_args(argv: list[str]) -> list[DictConfig]:
             check_folder("hydra.run.dir", run_dir, "for the run's working folder",
                          write=not Path(run_dir).expanduser().is_dir())
     return cfgs
+
+
+def _check_not_shadowed(extra: Path) -> None:
+    """Hydra looks in dfarun's conf/ first: a --config-dir file at the same place as one of ours
+    (model/2x800_tanh.yaml, config.yaml) would never be read. Refused, unless it is a copy."""
+    for mine in sorted(extra.rglob("*.yaml")):
+        ours = CONF_DIR / mine.relative_to(extra)
+        if ours.is_file() and ours.read_bytes() != mine.read_bytes():
+            raise DfarunError(f"--config-dir: {mine} stands where dfarun's own {ours.relative_to(CONF_DIR)} does, "
+                              "which Hydra would read instead; give yours another name")
 
 
 def _check_joblib(launcher: DictConfig) -> None:

@@ -124,12 +124,14 @@ def fig2_left(recs: list[Record], out: Path, data_dir: str | None) -> list[Path]
     say_without("fig2_left", ("bp", "dfa_first"), by_method)
     table = curves(by_method)
     freezes = {NAMES[m]: rs[0].freeze for m, rs in by_method.items()}
-    frozen = min(freezes.values())  # where the line is drawn; the title names each where they differ
+    same = len(set(freezes.values())) == 1  # as the experiment runs them; else each method's own line
     fig, ax = plt.subplots(figsize=(6, 4.5))
     _plot_curves(ax, table, lambda m: f"unfrozen, {NAMES[m]}")
-    ax.axvline(frozen + 0.5, color="grey", lw=1)
-    ax.text(frozen + 0.5, ax.get_ylim()[1], " first layer unfrozen", va="top", fontsize=8, color="grey")
-    said = f"{frozen}" if len(set(freezes.values())) == 1 else ", ".join(f"{m} {n}" for m, n in freezes.items())
+    for at in sorted(set(freezes.values())):
+        who = "" if same else f" ({', '.join(m for m, n in freezes.items() if n == at)})"
+        ax.axvline(at + 0.5, color="grey", lw=1)
+        ax.text(at + 0.5, ax.get_ylim()[1], f" first layer unfrozen{who}", va="top", fontsize=8, color="grey")
+    said = f"{at}" if same else ", ".join(f"{m} {n}" for m, n in freezes.items())
     ax.set_title(f"Figure 2 (left): 3x50 tanh, MNIST, first layer frozen {said} epochs\n"
                  f"({budget(by_method)}; mean and range over the seeds still training)", fontsize=10)
     return _save(fig, table, out, "fig2_left")

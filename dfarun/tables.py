@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dfarun-tables: error: --store={args.store!r}: no such directory", file=sys.stderr)
         return 2
     recs, off = protocol.split(records.read([Path(args.store)]))
-    for note in protocol.notes(off):
+    for note in protocol.notes({cell: why for cell, why in off.items() if protocol.table_cell(*cell) is not None}):
         print(f"dfarun-tables: note: {note}", file=sys.stderr)
     # a wrong --store (empty, or only other runs) must not overwrite the tables with "not run"
     if not any(r.dataset == TABLES[t][0] and protocol.table_cell(r.dataset, r.row, r.method) is not None

@@ -88,6 +88,8 @@ def test_a_figures_own_row_is_held_to_its_experiments_settings(tmp_path, capsys)
     ifa = (tmp_path / "figs" / "ifa.md").read_text()
     assert "2/2" in ifa and "55.00" not in ifa
     assert (tmp_path / "figs" / "fig2_left.png").is_file()
+    assert tables.main(["--store", str(runs), "--tables", "1"]) == 2  # no table's cells here...
+    assert "4x100" not in capsys.readouterr().err  # ...and no note about a figure's row
 
     # Figure 2 (left): the longest frozen phase is chosen (a key sorting first, freeze 2, is not);
     # one longer than the experiment's 50, or one the run never leaves, is no budget

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from dfarun import cli, guard, runner, store
-from dfarun.config import ConfigError, DfarunError
+from dfarun.config import CONF_DIR, ConfigError, DfarunError
 
 from helpers import DFARUN, FAST, ONE_LINE, Result, cli_env, run_dfarun
 
@@ -428,8 +428,16 @@ def test_what_a_config_dir_cannot_do_is_said_or_left_to_hydra(tmp_path):
     extra, other = tmp_path / "extra", tmp_path / "other"
     (extra / "model").mkdir(parents=True)
     (extra / "model" / "2x800_tanh.yaml").write_text("name: 2x800_tanh\nlabel: Mine\ndepth: 1\nwidth: 7\n")
-    with pytest.raises(DfarunError, match="has the name of dfarun's own model=2x800_tanh"):
+    with pytest.raises(DfarunError, match="stands where dfarun's own model/2x800_tanh.yaml does"):
         cli.check_args(["--config-dir", str(extra), *FAST])
+    (extra / "model" / "2x800_tanh.yaml").write_bytes((CONF_DIR / "model" / "2x800_tanh.yaml").read_bytes())
+    assert len(cli.check_args(["--config-dir", str(extra), *FAST])) == 1  # a copy of ours loses nothing
+    (extra / "hydra" / "launcher").mkdir(parents=True)  # deeper groups too
+    (extra / "hydra" / "launcher" / "parallel.yaml").write_text("n_jobs: 3\n")
+    with pytest.raises(DfarunError, match="own hydra/launcher/parallel.yaml"):
+        cli.check_args(["--config-dir", str(extra), *FAST])
+    with pytest.raises(DfarunError, match="--config-dir='': no such folder"):
+        cli.check_args(["--config-dir=", *FAST])
     (other / "model").mkdir(parents=True)
     (other / "model" / "mine.yaml").write_text("name: mine\nlabel: Mine\ndepth: 1\nwidth: 7\nactivation: tanh\n")
     assert cli.check_args([*FAST, f"hydra.searchpath=[file://{other}]", "model=mine"]) == []
