@@ -186,6 +186,8 @@ def check_args(argv: list[str]) -> list[DictConfig]:
                                     for o in parsed)
     if args.multirun + bool(args.cfg) + args.run > 1:
         raise DfarunError("-m, -c/--cfg and -r/--run: expected one of them at most")
+    if args.package and not args.cfg:  # Hydra ignores it, and would start a run
+        raise DfarunError(f"-p/--package={args.package}: shows part of a config, with --cfg job (or hydra, all)")
     for o in parsed:
         if o.is_sweep_override() and not multirun:
             raise ConfigError(o.key_or_group, o.get_value_string(), "a sweep needs -m (--multirun); "

@@ -65,6 +65,7 @@ def refused(tmp_path: Path, *argv: str, flags: tuple[str, ...] = ()) -> str:
     (("-m",), ["hydra/launcher=parallel", "hydra.launcher.n_jobs=0"], ["hydra.launcher.n_jobs=0", "other than 0"]),
     (("-m",), ["hydra/launcher=parallel", "hydra.launcher.prefer=nope"], ["prefer='nope'", "processes, threads"]),
     ((), ["hydra.run.dir=/etc/passwd/x"], ["hydra.run.dir='/etc/passwd/x'", "/etc/passwd is a file"]),
+    (("-p", "dataset"), [], ["-p/--package=dataset", "with --cfg job"]),
     ((), ["hydra.run.dir=${nope}"], ["hydra.run.dir: cannot be resolved"]),
 ])
 def test_refused_in_one_line(tmp_path, flags, argv, words):
