@@ -131,7 +131,7 @@ def fig2_left(recs: list[Record], out: Path, data_dir: str | None) -> list[Path]
         who = "" if same else f" ({', '.join(m for m, n in freezes.items() if n == at)})"
         ax.axvline(at + 0.5, color="grey", lw=1)
         ax.text(at + 0.5, ax.get_ylim()[1], f" first layer unfrozen{who}", va="top", fontsize=8, color="grey")
-    said = f"{at}" if same else ", ".join(f"{m} {n}" for m, n in freezes.items())
+    said = f"{next(iter(freezes.values()))}" if same else ", ".join(f"{m} {n}" for m, n in freezes.items())
     ax.set_title(f"Figure 2 (left): 3x50 tanh, MNIST, first layer frozen {said} epochs\n"
                  f"({budget(by_method)}; mean and range over the seeds still training)", fontsize=10)
     return _save(fig, table, out, "fig2_left")
