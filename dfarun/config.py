@@ -274,10 +274,12 @@ def effective_lr(cfg: DictConfig) -> float:
     return float(cfg.lr if cfg.lr is not None else cfg.dataset.lr)
 
 
-def epoch_limit(cfg: DictConfig) -> int:
+def epoch_limit(cfg: DictConfig | dict) -> int:
     """The most epochs a seed trains: the budget's max_epochs, or a row's shorter training time
-    (train_epochs: the dropout row's, chosen on validation), so profile=quick still caps it."""
-    return cfg.max_epochs if cfg.train_epochs is None else min(cfg.max_epochs, cfg.train_epochs)
+    (train_epochs: the dropout row's, chosen on validation), so profile=quick still caps it.
+    A composed config, or the config a record keeps (which may predate train_epochs)."""
+    train = cfg.get("train_epochs")
+    return cfg["max_epochs"] if train is None else min(cfg["max_epochs"], train)
 
 
 def conv_dropout(cfg: DictConfig) -> tuple[float, ...]:

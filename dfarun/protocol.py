@@ -33,16 +33,22 @@ def table_grids(tables: Iterable[int] = (1, 2, 3)) -> dict:
     return {t: OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").hydra.sweeper.params for t in tables}
 
 
+def _composing():
+    """Where compose() may run: inside a Hydra app (or a test's initialize) its own instance
+    composes; else one of ours, for the duration."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    return nullcontext() if GlobalHydra.instance().is_initialized() else \
+        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
+
+
 def table_rows(tables: Iterable[int] = (1, 2, 3), keep=lambda row: True) -> dict[int, list[tuple[str, DictConfig]]]:
     """Each table's rows that `keep` keeps, composed as `experiment=table<N> row=<row>` (the
     method left at the default: a method's config is its name alone)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose
 
-    # inside a Hydra app (or a test's initialize) its own instance composes; else one of ours
-    here = nullcontext() if GlobalHydra.instance().is_initialized() else \
-        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
-    with here:
+    with _composing():
         return {t: [(row, compose("config", overrides=[f"experiment=table{t}", f"row={row}"]))
                     for row in grid.row.split(",") if keep(row)] for t, grid in table_grids(tables).items()}
 
@@ -78,16 +84,13 @@ def _protocol(config: dict, budget: tuple[str, ...] = BUDGET) -> dict:
 def _figure_cells() -> dict[tuple[str, str, str, bool], tuple[dict, int, int]]:
     """(data set, row, method, first layer frozen?) -> (settings less the figure budget, epoch
     limit, epochs frozen) of each method of the FIGURES experiments."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose
 
     from .config import epoch_limit
     from .runner import row_label
 
     cells = {}
-    here = nullcontext() if GlobalHydra.instance().is_initialized() else \
-        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
-    with here:
+    with _composing():
         for name in FIGURES:
             cfg = compose("config", overrides=[f"experiment={name}"])
             sweep = OmegaConf.select(OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml"),

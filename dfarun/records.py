@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from . import store
+from .config import epoch_limit
 from .data import CLASSES  # for records whose config lacks dataset.classes
 from .store import STOPS  # the order stop reasons are listed in
 NO_LEARNING = 0.9  # a seed has not learned while its train error is >= 90% of chance error
@@ -134,7 +135,7 @@ def parse(rec: dict, path: Path) -> Record:
     if seed not in seeds:
         raise Invalid("seed", f"{seed} is not among config.seeds {reprlib.repr(seeds)}")
     stop = _take(rec, "stop", lambda v: v in STOPS, " or ".join(STOPS))
-    limit = max_epochs if train_epochs is None else min(max_epochs, train_epochs)  # config.epoch_limit
+    limit = epoch_limit({"max_epochs": max_epochs, "train_epochs": train_epochs})
     epochs = _take(rec, "epochs", _is_int(1, limit), f"an int from 1 to the epoch limit ({limit})")
     errors = _final_errors(rec, stop, epochs)
     return Record(
