@@ -73,6 +73,8 @@ def check_values(cfg: DictConfig) -> None:
     check(_positive(d.lr), "dataset.lr", d.lr, "expected a float in (0, 3.4e38] (float32's range)")
     check(_positive(effective_lr(cfg)), "lr", effective_lr(cfg),
           "expected a float in (0, 3.4e38] (float32's range), or null for the data set's rate")
+    check(math.isfinite(cfg.rmsprop_init) and cfg.rmsprop_init >= 0, "rmsprop_init", cfg.rmsprop_init,
+          "expected a finite float >= 0 (RMSprop's initial mean square)")
     check(cfg.schedule in SCHEDULES, "schedule", cfg.schedule, f"expected one of {list(SCHEDULES)}")
     if cfg.schedule == "step":
         check(cfg.halve_every >= 1, "halve_every", cfg.halve_every,

@@ -136,6 +136,7 @@ class Config:
     max_epochs: int = 300
     train_epochs: Optional[int] = None  # a row's own training time; max_epochs still caps it
     lr: Optional[float] = None
+    rmsprop_init: float = 0.0           # RMSprop's mean square at step 0 (rmsprop.lua: 1 in Jun-Sep 2016)
     batch_size: int = 64
     device: str = "auto"
     data_dir: str = MISSING

@@ -184,7 +184,8 @@ def _train(cfg: DictConfig, seeds: list[int], data: Data, device: torch.device, 
     ckpt = store.checkpoint_path(cfg)
     state = _resume(ckpt, seeds, device, began)
     if state is None:
-        state = init_state(seeds, architecture(cfg, data), cfg.model.activation, rule, device)
+        state = init_state(seeds, architecture(cfg, data), cfg.model.activation, rule, device,
+                           cfg.rmsprop_init)
     log.info(f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}: seeds {state.seeds} on {device}, "
              f"lr {protocol.lr:g}, batch {cfg.batch_size}, at most {protocol.max_epochs} epochs")
     started = time.time()

@@ -63,9 +63,11 @@ class State:
 
 
 def init_state(seeds: list[int], arch: MLPArch | ConvArch | list[int], activation: str, rule: Rule,
-               device: torch.device) -> State:
+               device: torch.device, sq_init: float = 0.0) -> State:
     """Sample each seed on the CPU from its own generator, then stack and move once.
-    `arch` is the network's shape; a list of layer sizes means an MLP."""
+    `arch` is the network's shape; a list of layer sizes means an MLP. `sq_init`: RMSprop's
+    mean square at step 0 (torch.optim: 0; torch/optim's rmsprop.lua: 1 from June to
+    September 2016, the months the paper's runs were likely made)."""
     arch = MLPArch(tuple(arch)) if isinstance(arch, (list, tuple)) else arch
     zero = rule.zero_init and ACTIVATIONS[activation].zero_init_ok
     first = 1 if rule.mlp_first_random and isinstance(arch, MLPArch) else 0  # first zeroed layer
@@ -83,7 +85,7 @@ def init_state(seeds: list[int], arch: MLPArch | ConvArch | list[int], activatio
 
     net = arch.build(stack(0), stack(1), activation)
     n = len(seeds)
-    return State(list(seeds), net, stack(2), [torch.zeros_like(p) for p in net.params],
+    return State(list(seeds), net, stack(2), [torch.full_like(p, sq_init) for p in net.params],
                  [torch.Generator().manual_seed(s + DATA_ORDER_OFFSET) for s in seeds],
                  [1.0] * n, [AVG_START] * n, [0] * n, [[] for _ in seeds],
                  [torch.Generator(device=device).manual_seed(s + NOISE_OFFSET) for s in seeds])
