@@ -41,3 +41,10 @@ def write_bytes(path: Path, data: bytes) -> None:
 def temps(path: Path) -> list[Path]:
     """The temp files that writes of `path` killed half-way left behind."""
     return list(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def atomic_save(path: Path, obj) -> None:
+    """torch.save that readers see whole or not at all (checkpoints, the ZCA cache)."""
+    import torch  # here: the report layer writes its files with `write` and never imports torch
+
+    write(path, lambda f: torch.save(obj, f), binary=True)

@@ -13,9 +13,9 @@ import torchvision.datasets.cifar as tv_cifar
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-import dfarun.runner as runner
-from dfarun.config import CONF_DIR
-from dfarun.data import Data
+import dfarun.run.runner as runner
+from dfarun.config.schema import CONF_DIR
+from dfarun.engine.data import Data
 
 from helpers import TINY
 

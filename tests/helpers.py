@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfarun import cli, protocol, store
-from dfarun.data import Data
-from dfarun.rules import RULES
-from dfarun.state import init_state
-from dfarun.train import Protocol, train_epoch
+from dfarun.cli import main as cli
+from dfarun.report import cells as protocol
+from dfarun.run import store
+from dfarun.engine.data import Data
+from dfarun.engine.rules import RULES
+from dfarun.engine.state import init_state
+from dfarun.engine.train import Protocol, train_epoch
 
 
 # --- this checkout, the CPU, and the dfarun CLI as a user's shell runs it --------------
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 
 # the dfarun CLI of this checkout, whichever dfarun the venv has installed
-DFARUN = [sys.executable, "-c", "from dfarun.entry import dfarun; import sys; sys.argv[0] = 'dfarun'; dfarun()"]
+DFARUN = [sys.executable, "-c", "from dfarun.cli.entry import dfarun; import sys; sys.argv[0] = 'dfarun'; dfarun()"]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dfarun.records import parse
+from dfarun.run.record import parse
 
 from helpers import ROOT
 
@@ -118,7 +118,7 @@ def test_a_signal_during_a_phase_packs_at_once(tmp_path):
     """SIGTERM while a phase's command runs (here a bench that would take a minute) stops it and
     packs within seconds, not when the phase's time is up."""
     slow = tmp_path / "python"
-    slow.write_text('#!/bin/sh\ncase "$*" in *dfarun.bench*) echo benching; sleep 60 ;; *) exit 1 ;; esac\n')
+    slow.write_text('#!/bin/sh\ncase "$*" in *dfarun.cli.bench*) echo benching; sleep 60 ;; *) exit 1 ;; esac\n')
     slow.chmod(0o755)
     out = tmp_path / "out"
     env = script_env(OUT=str(out), ACCEL=str(tmp_path / "no-accel"), DATA=str(tmp_path / "data"),

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from dfarun import store
-from dfarun.rules import RULES
-from dfarun.state import init_state
+from dfarun.run import store
+from dfarun.engine.rules import RULES
+from dfarun.engine.state import init_state
 
 from helpers import CPU
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfarun import data as dfdata
+from dfarun.engine import data as dfdata
 
 from helpers import CPU, assert_close
 

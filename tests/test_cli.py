@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfarun.config import CONF_DIR
+from dfarun.config.schema import CONF_DIR
 
 from helpers import SCRIPT_TINY, dfarun
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dfarun import headline, tables
+from dfarun.report import headline
+from dfarun.report import tables
 
 from helpers import ROOT
 

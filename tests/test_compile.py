@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from dfarun.conv import ConvArch
-from dfarun.data import Data
-from dfarun.rules import RULES
-from dfarun.state import init_state
-from dfarun.step import Step
-from dfarun.train import Protocol, errors_on, fit, train_epoch
+from dfarun.engine.conv import ConvArch
+from dfarun.engine.data import Data
+from dfarun.engine.rules import RULES
+from dfarun.engine.state import init_state
+from dfarun.engine.step import Step
+from dfarun.engine.train import Protocol, errors_on, fit, train_epoch
 
 from helpers import CPU
 

@@ -1,7 +1,7 @@
 """dfarun's BP against autograd + torch.optim.RMSprop, trained side by side (crosscheck.py)."""
 from __future__ import annotations
 
-from dfarun.crosscheck import autograd_bp, dfarun_bp
+from dfarun.cli.crosscheck import autograd_bp, dfarun_bp
 
 
 def test_bp_trains_like_autograd_with_torch_rmsprop(toy_data):

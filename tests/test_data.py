@@ -11,8 +11,9 @@ import pytest
 import torch
 from torchvision import datasets
 
-from dfarun import data as dfdata
-from dfarun.config import ConfigError, DfarunError, validate
+from dfarun.engine import data as dfdata
+from dfarun.errors import ConfigError, DfarunError
+from dfarun.config.checks import validate
 
 from helpers import CPU, assert_close, mnist_arrays, write_mnist
 

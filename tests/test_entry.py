@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from dfarun import entry, store
+from dfarun.cli import entry
+from dfarun.run import store
 
 from helpers import DFARUN, FAST, cli_env, record
 

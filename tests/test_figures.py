@@ -8,11 +8,15 @@ import pandas as pd
 import pytest
 import torch
 
-from dfarun import figures, protocol, records, store, tables
-from dfarun.rules import RULES
-from dfarun.runner import run
-from dfarun.state import init_state
-from dfarun.train import Protocol, fit
+from dfarun.report import figures
+from dfarun.report import cells as protocol
+from dfarun.report import records
+from dfarun.run import store
+from dfarun.report import tables
+from dfarun.engine.rules import RULES
+from dfarun.run.runner import run
+from dfarun.engine.state import init_state
+from dfarun.engine.train import Protocol, fit
 
 from helpers import paper_settings, write_mnist
 
@@ -119,7 +123,7 @@ def test_frozen_first_layer_does_not_move_then_learns(toy_data):
 
 
 def test_dfa_first_is_bp_above_and_direct_feedback_below():
-    from dfarun.nets import Pass
+    from dfarun.engine.nets import Pass
     torch.manual_seed(0)
     sizes = [10, 6, 6, 6, 3]
     state = init_state([0], sizes, "tanh", RULES["dfa_first"], torch.device("cpu"))
@@ -147,7 +151,7 @@ def test_save_weights_writes_each_seeds_final_network(make_cfg):
 def test_fig3_embeds_each_layer_of_saved_networks(tmp_path, capsys, monkeypatch):
     import numpy as np
 
-    from dfarun.nets import MLP, layer_sizes, sample_layers
+    from dfarun.engine.nets import MLP, layer_sizes, sample_layers
 
     rng = np.random.default_rng(0)
     write_mnist(tmp_path / "data", rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), rng.integers(0, 10, 40),
@@ -232,7 +236,7 @@ def test_a_diverged_seed_shows_as_such_and_no_cell_shows_nan(tmp_path, capsys):
 
 
 def test_fig3_skips_unreadable_or_misshapen_weights_with_a_warning(tmp_path, capsys):
-    from dfarun.nets import MLP, layer_sizes, sample_layers
+    from dfarun.engine.nets import MLP, layer_sizes, sample_layers
 
     runs = tmp_path / "runs"
     for method in ("bp", "dfa"):
@@ -250,7 +254,7 @@ def test_fig3_skips_unreadable_or_misshapen_weights_with_a_warning(tmp_path, cap
 
 
 def test_saved_mlp_names_what_is_wrong(tmp_path):
-    from dfarun.nets import layer_sizes, sample_layers
+    from dfarun.engine.nets import layer_sizes, sample_layers
 
     W, b = sample_layers(layer_sizes(6, 2, 5, 3), torch.Generator().manual_seed(0))
     good = {"weights": W, "biases": b, "activation": "tanh"}

@@ -19,8 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfarun import cli, guard, runner, store
-from dfarun.config import CONF_DIR, ConfigError, DfarunError
+from dfarun.cli import main as cli
+from dfarun.cli import guard
+from dfarun.run import runner
+from dfarun.run import store
+from dfarun.config.schema import CONF_DIR
+from dfarun.errors import ConfigError, DfarunError
 
 from helpers import DFARUN, FAST, ONE_LINE, Result, cli_env, run_dfarun
 
@@ -315,7 +319,8 @@ def test_a_bad_thread_count_is_refused_in_one_line(tmp_path, threads):
 def test_every_reader_of_a_torch_file_passes_on_a_ctrl_c_inside_torch_load(tmp_path, monkeypatch):
     # a checkpoint, the ZCA cache, saved weights: a Ctrl-C inside torch's C++ reader comes out
     # as its own error; none of them may take that for a bad file to skip, refit or start over
-    from dfarun import figures, whiten
+    from dfarun.report import figures
+    from dfarun.engine import whiten
 
     def load(*a, **k):
         try:

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torchvision import datasets
 
-import dfarun.runner
-from dfarun.config import CONF_DIR
+import dfarun.run.runner
+from dfarun.config.schema import CONF_DIR
 
 from helpers import FAST, ONE_LINE, run_dfarun
 
@@ -90,7 +90,7 @@ def _key(text: str) -> str:
 @pytest.fixture(scope="module", autouse=True)
 def quick_and_offline():
     """Cap training at 2 epochs; downloads fail as if offline."""
-    real_fit = dfarun.runner.fit
+    real_fit = dfarun.run.runner.fit
 
     def capped(state, data, rule, protocol, **hooks):
         return real_fit(state, data, rule, dataclasses.replace(protocol, max_epochs=min(protocol.max_epochs, 2)),
@@ -100,7 +100,7 @@ def quick_and_offline():
         raise RuntimeError("offline (test)")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dfarun.runner, "fit", capped)
+        mp.setattr(dfarun.run.runner, "fit", capped)
         for cls in (datasets.MNIST, datasets.CIFAR10, datasets.CIFAR100):
             mp.setattr(cls, "download", offline)
         yield

@@ -13,8 +13,8 @@ from pathlib import Path
 import joblib
 from omegaconf import OmegaConf
 
-from dfarun import store
-from dfarun.config import CONF_DIR
+from dfarun.run import store
+from dfarun.config.schema import CONF_DIR
 
 from helpers import DFARUN, TINY, cli_env
 
@@ -70,5 +70,5 @@ def test_presets_extend_the_plugins_and_name_what_a_cluster_user_edits():
         assert key in slurm
     parallel = OmegaConf.load(CONF_DIR / "hydra" / "launcher" / "parallel.yaml")
     assert parallel.defaults == ["joblib"]
-    from dfarun.cli import _jobs                                  # the ${dfarun.jobs:4} resolver
+    from dfarun.cli.main import _jobs  # the ${dfarun.jobs:4} resolver
     assert _jobs(4) == max(1, joblib.cpu_count() // 4) and _jobs(10**6) == 1

@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 
-import dfarun.progress as progress
-import dfarun.train as train
-from dfarun import store, tables
-from dfarun.runner import run
+import dfarun.run.progress as progress
+import dfarun.engine.train as train
+from dfarun.run import store
+from dfarun.report import tables
+from dfarun.run.runner import run
 
 from helpers import DFARUN, TINY, cli_env, record
 

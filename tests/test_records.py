@@ -9,12 +9,16 @@ import math
 import pandas as pd
 import pytest
 
-from dfarun import figures, records, store, tables
+from dfarun.report import figures
+from dfarun.report import records
+from dfarun.run import store
+from dfarun.run.record import Record
+from dfarun.report import tables
 
 from helpers import record
 
 
-def read_one(tmp_path, rec, capsys) -> tuple[list[records.Record], str]:
+def read_one(tmp_path, rec, capsys) -> tuple[list[Record], str]:
     path = tmp_path / "r.json"
     path.write_text(json.dumps(rec))
     got = records.read([tmp_path])
@@ -187,8 +191,8 @@ def test_tables_and_figures_agree_on_the_same_cell(tmp_path, capsys):
 
 
 def test_records_the_runner_writes_read_back_whole(make_cfg, monkeypatch, capsys):
-    from dfarun import config
-    from dfarun.runner import run
+    from dfarun.config import schema as config
+    from dfarun.run.runner import run
 
     monkeypatch.setattr(config, "VAL_SIZE", 100)  # val=true on the tiny synthetic set
     cfgs = [make_cfg("model=3x50_tanh", "seeds=[0,1]"),

@@ -11,14 +11,15 @@ import math
 import pytest
 import torch
 
-import dfarun.step as step
-import dfarun.train as train
-from dfarun.config import epoch_limit
-from dfarun.nets import MLP, Dropout
-from dfarun.rules import RULES
-from dfarun.runner import row_label, run
-from dfarun.state import init_state
-from dfarun.train import Protocol
+import dfarun.engine.step as step
+import dfarun.engine.train as train
+from dfarun.config.schema import epoch_limit
+from dfarun.engine.nets import MLP, Dropout
+from dfarun.engine.rules import RULES
+from dfarun.config.schema import row_label
+from dfarun.run.runner import run
+from dfarun.engine.state import init_state
+from dfarun.engine.train import Protocol
 
 from helpers import CPU
 

@@ -3,7 +3,7 @@ ends with the very records of an uninterrupted run; unreadable checkpoints are i
 (A write that dies half-way: test_atomic.py.)
 
 In-process tests crash `run` by making `step.updates` raise mid-epoch (sgd_step looks
-`updates` up in dfarun.step at call time, so that is where it is patched); one test kills
+`updates` up in dfarun.engine.step at call time, so that is where it is patched); one test kills
 the real `dfarun` console script with SIGKILL. On the CPU the resumed run is expected to be
 bit-identical to the uninterrupted one, so histories are compared with ==.
 """
@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import dfarun.runner as runner
-import dfarun.step as step
-from dfarun import store
-from dfarun.rules import RULES
-from dfarun.runner import run
-from dfarun.state import init_state
+import dfarun.run.runner as runner
+import dfarun.engine.step as step
+from dfarun.run import store
+from dfarun.engine.rules import RULES
+from dfarun.run.runner import run
+from dfarun.engine.state import init_state
 
 from helpers import CPU, comparable
 

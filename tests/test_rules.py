@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfarun.nets import ACTIVATIONS, MLP, layer_sizes, sample_layers
-from dfarun.rules import RULES
-from dfarun.state import init_state
-from dfarun.step import bce, updates
+from dfarun.engine.nets import ACTIVATIONS, MLP, layer_sizes, sample_layers
+from dfarun.engine.rules import RULES
+from dfarun.engine.state import init_state
+from dfarun.engine.step import bce, updates
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +163,7 @@ def test_seeds_draw_different_weights_and_feedback():
 # --- alignment with back-propagation (Theorem 1) ----------------------------------------------
 
 def test_alignment_angles_bp_and_fa_with_w_are_zero():
-    from dfarun.step import alignment
+    from dfarun.engine.step import alignment
     net = random_net("tanh")
     x, target = batch()
     for rule, B in (("bp", []), ("fa", net.weights[1:])):
@@ -174,7 +174,7 @@ def test_alignment_angles_bp_and_fa_with_w_are_zero():
 
 
 def test_alignment_angle_of_dfa_by_hand():
-    from dfarun.step import alignment
+    from dfarun.engine.step import alignment
     net = random_net("tanh", depth=1)  # one hidden layer: c_1 = e W_2, DFA's δh_1 = e B_1
     x, target = batch()
     B = [torch.rand(S, C, 6) - 0.5]
@@ -195,7 +195,7 @@ def test_alignment_angle_of_dfa_by_hand():
 
 
 def test_alignment_is_undefined_while_bp_sends_nothing():
-    from dfarun.step import alignment
+    from dfarun.engine.step import alignment
     net = random_net("tanh", depth=2)
     for w in net.weights[1:]:
         w.zero_()  # zero upper weights: back-propagation carries no signal down
@@ -226,7 +226,7 @@ def test_fa_trains_like_the_authors_fa_layers_with_torch_rmsprop():
     the first layer a plain linear layer with its uniform init, every layer above it an FA layer
     zeroed after its feedback copy was taken, the summed error sigmoid(a) - onehot, and
     torch.optim.RMSprop. Square hidden layers, so a transposed feedback would not fail on shape."""
-    from dfarun.step import RMSPROP_DECAY, RMSPROP_EPS, sgd_step
+    from dfarun.engine.step import RMSPROP_DECAY, RMSPROP_EPS, sgd_step
 
     sizes, seed, lr, steps = [D, 6, 6, 6, C], 3, 1e-2, 40
     ours = init_state([seed], sizes, "tanh", RULES["fa"], torch.device("cpu"))

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfarun import store
-from dfarun.config import CONF_DIR, ConfigError, DfarunError, validate
-from dfarun.runner import run
+from dfarun.run import store
+from dfarun.config.schema import CONF_DIR
+from dfarun.errors import ConfigError, DfarunError
+from dfarun.config.checks import validate
+from dfarun.run.runner import run
 
 SMALL = "model=3x50_tanh"
 HISTORY_KEYS = {"epoch", "train_error", "train_loss", "test_error", "seconds"}

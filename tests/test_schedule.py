@@ -9,16 +9,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-import dfarun.config as config
-import dfarun.provenance as provenance
-import dfarun.runner as runner
-import dfarun.train as train
-from dfarun.config import ConfigError, validate
-from dfarun.data import Data, load
-from dfarun.rules import RULES
-from dfarun.runner import run
-from dfarun.state import AVG_START, State, init_state
-from dfarun.train import AVG_KEEP, MAX_HALVINGS, Protocol
+import dfarun.config.schema as config
+import dfarun.run.provenance as provenance
+import dfarun.run.runner as runner
+import dfarun.engine.train as train
+from dfarun.errors import ConfigError
+from dfarun.config.checks import validate
+from dfarun.engine.data import Data, load
+from dfarun.engine.rules import RULES
+from dfarun.run.runner import run
+from dfarun.engine.state import AVG_START, State, init_state
+from dfarun.engine.train import AVG_KEEP, MAX_HALVINGS, Protocol
 
 from helpers import CPU
 

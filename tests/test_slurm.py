@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dfarun import store
+from dfarun.run import store
 
 from helpers import DFARUN, TINY, cli_env, comparable
 

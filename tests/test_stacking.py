@@ -12,9 +12,9 @@ import logging
 import pytest
 import torch
 
-import dfarun.runner as runner
-from dfarun import store
-from dfarun.runner import run
+import dfarun.run.runner as runner
+from dfarun.run import store
+from dfarun.run.runner import run
 
 SMALL = "model=3x50_tanh"
 

@@ -23,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-import dfarun.runner as runner
-from dfarun import store, tables
-from dfarun.runner import run
+import dfarun.run.runner as runner
+from dfarun.run import store
+from dfarun.report import tables
+from dfarun.run.runner import run
 
 from helpers import DFARUN, cli_env
 

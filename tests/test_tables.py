@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from dfarun import headline, records, store, tables
-from dfarun.config import CONF_DIR
-from dfarun.runner import row_label
+from dfarun.report import headline
+from dfarun.report import records
+from dfarun.run import store
+from dfarun.report import tables
+from dfarun.config.schema import CONF_DIR
+from dfarun.config.schema import row_label
 
 from helpers import record
 

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from dfarun.rules import RULES
-from dfarun.state import init_state
-from dfarun.step import rmsprop_
-from dfarun.train import AVG_KEEP, STOP_AT, Protocol, fit, train_epoch
+from dfarun.engine.rules import RULES
+from dfarun.engine.state import init_state
+from dfarun.engine.step import rmsprop_
+from dfarun.engine.train import AVG_KEEP, STOP_AT, Protocol, fit, train_epoch
 
 from helpers import CPU, assert_stack_trains_as_alone
 
@@ -52,7 +52,7 @@ def test_stacked_seeds_equal_single_seed(method, dropout, toy_data):
 
 
 def test_each_epoch_reshuffles_and_sees_every_example_once_with_a_short_last_batch(monkeypatch, toy_data):
-    import dfarun.step as step
+    import dfarun.engine.step as step
     data = toy_data  # 200 training examples, batch 64 -> 64, 64, 64, 8
     data.x_train[:, 0] = torch.arange(200.0)  # tag each example by its row
     batches = []
@@ -106,7 +106,7 @@ def test_a_diverged_seed_stops_and_the_others_go_on(toy_data):
 
 
 def test_bench_runs_and_prints_its_table(capsys):
-    from dfarun import bench
+    from dfarun.cli import bench
     bench.main(["--examples", "256", "--seeds", "1,2", "--gemm-seconds", "0.05", "--device", "cpu", "--eager",
                 "--conv-examples", "4", "--conv-seeds", "1,2"])
     out = capsys.readouterr().out
@@ -120,7 +120,7 @@ def test_bench_runs_and_prints_its_table(capsys):
 
 def test_table_estimate_scales_one_timed_epoch_to_the_paper_profile(monkeypatch):
     """hours = Σ over cells of (epoch seconds on the timed examples) x (full set / timed) x 300."""
-    from dfarun import bench
+    from dfarun.cli import bench
     timed = []
     monkeypatch.setattr(bench, "time_epoch", lambda arch, method, seeds, data, p: (
         timed.append((type(arch).__name__, method, seeds, data.x_train.shape[0], p.p_hidden)), ([2.0], 0.0))[1])
@@ -141,7 +141,7 @@ def test_table_estimate_scales_one_timed_epoch_to_the_paper_profile(monkeypatch)
 def test_table_estimate_at_recorded_epochs(monkeypatch, tmp_path):
     """--epochs-from: a cell the records have costs its longest seed's epochs; the others their
     limit. Rows left out (--skip-rows) are not timed."""
-    from dfarun import bench
+    from dfarun.cli import bench
     monkeypatch.setattr(bench, "time_epoch", lambda arch, method, seeds, data, p: ([2.0], 0.0))
     skip = ("3x1000_tanh", "3x1000_tanh_do", "conv_tanh")
     (row,) = bench.estimate_tables(CPU, 8, bench.PROTOCOL, tables=[2], skip_rows=skip,
@@ -155,7 +155,8 @@ def test_table_estimate_at_recorded_epochs(monkeypatch, tmp_path):
 
 
 def test_recorded_epochs_are_each_cells_longest_seed(tmp_path):
-    from dfarun import bench, store
+    from dfarun.cli import bench
+    from dfarun.run import store
     from helpers import record
     for name, rec in {"a": record(seed=0, epochs=40, max_epochs=300), "b": record(seed=1, epochs=55, max_epochs=300),
                       "c": record(seed=2, epochs=47, max_epochs=300),
@@ -169,7 +170,7 @@ def test_recorded_epochs_are_each_cells_longest_seed(tmp_path):
                                         (["--rows", "1x800_tanh,nope"], "--rows=nope: not a row of tables 1-3"),
                                         (["--epochs-from", "/no/store"], "--epochs-from=/no/store: no such directory")])
 def test_bench_refuses_bad_estimate_options_before_timing_anything(args, says, capsys):
-    from dfarun import bench
+    from dfarun.cli import bench
     with pytest.raises(SystemExit) as exit:
         bench.main(["--estimate", "--gemm-seconds", "60", *args])  # would take minutes if it timed first
     assert exit.value.code == 2 and says in capsys.readouterr().err

@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from dfarun import cli, runner
-from dfarun.config import CONF_DIR, ConfigError, DfarunError, validate
+from dfarun.cli import main as cli
+from dfarun.run import runner
+from dfarun.config.schema import CONF_DIR
+from dfarun.errors import ConfigError, DfarunError
+from dfarun.config.checks import validate
 
 from helpers import SCRIPT_TINY, dfarun, dfarun_script, mnist_arrays, write_mnist
 
@@ -268,7 +271,8 @@ def test_the_memory_estimate_counts_a_rules_feedback_by_what_it_is(make_cfg, mon
     """Feedback matrices per seed: none for BP, FA's copies of the weights, IFA's one matrix into
     the first layer, DFA's one per hidden layer; a new rule that reuses one of those feedback
     functions is counted as that one is, whatever its name."""
-    from dfarun import checks, rules
+    from dfarun.config import checks
+    from dfarun.engine import rules
     monkeypatch.setitem(rules.RULES, "fa_copy", rules.RULES["fa"])
     p = checks.sizes(make_cfg("model=2x800_tanh", "dataset.features=784"))
     need = {m: checks.need({**p, "rule": m}) for m in ("bp", "fa", "fa_copy", "ifa", "dfa", "dfa_first")}

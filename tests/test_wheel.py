@@ -31,7 +31,7 @@ def installed(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for conf in (ROOT / "conf").rglob("*.yaml"):  # every config ships, under dfarun/conf/
         assert f"dfarun/conf/{conf.relative_to(ROOT / 'conf').as_posix()}" in names
-    assert "dfarun/paper_results.csv" in names
+    assert "dfarun/report/paper_results.csv" in names
     target = tmp / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                               str(target), str(wheel)], capture_output=True, text=True, timeout=300)
@@ -49,7 +49,7 @@ def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProc
 
 
 def test_wheel_runs_a_job_and_renders_a_table_from_another_folder(installed, tmp_path):
-    where = subprocess.run([sys.executable, "-c", "import dfarun.config as c; print(c.CONF_DIR)"],
+    where = subprocess.run([sys.executable, "-c", "import dfarun.config.schema as c; print(c.CONF_DIR)"],
                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)},
                            capture_output=True, text=True, timeout=60)
     assert Path(where.stdout.strip()) == installed / "dfarun" / "conf"  # not the checkout's conf/

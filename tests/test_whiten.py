@@ -6,8 +6,8 @@ import logging
 import pytest
 import torch
 
-from dfarun import whiten
-from dfarun.data import Data
+from dfarun.engine import whiten
+from dfarun.engine.data import Data
 
 
 def correlated(n: int = 2000, d: int = 24, seed: int = 0) -> torch.Tensor:

@@ -3,8 +3,8 @@
 # unpack MNIST that scripts/accelerator/prepare.sh put in .accel/, then run, each phase under its
 # own time limit and its output kept in $OUT/<phase>.log:
 #   tests     pytest -m cuda tests/                       (at most T_TESTS s; skipped without a GPU)
-#   bench     python -m dfarun.bench                      (at most T_BENCH s)
-#   estimate  python -m dfarun.bench --estimate, per table (at most T_ESTIMATE s for all tables)
+#   bench     python -m dfarun.cli.bench                      (at most T_BENCH s)
+#   estimate  python -m dfarun.cli.bench --estimate, per table (at most T_ESTIMATE s for all tables)
 #   train     Table 1 cells at the paper profile on MNIST, CONCURRENT at a time, in CELLS' order,
 #             until DEADLINE_S after the start; a cell still running then is stopped (SIGTERM)
 # and always, last: the finished seeds' records into $OUT/records.tar.gz, and $OUT/summary.txt.
@@ -61,7 +61,7 @@ done
 [[ $CONCURRENT =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: error: CONCURRENT=$CONCURRENT: expected a whole number of cells, at least 1" >&2; exit 2; }
 
 export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$root${PYTHONPATH:+:$PYTHONPATH}  # dfarun: this checkout
-dfarun=("$PYTHON" -c 'import sys; from dfarun.entry import dfarun; sys.argv[0] = "dfarun"; dfarun()')
+dfarun=("$PYTHON" -c 'import sys; from dfarun.cli.entry import dfarun; sys.argv[0] = "dfarun"; dfarun()')
 read -r -a extra <<<"$EXTRA"
 mkdir -p "$OUT" || { echo "run.sh: error: cannot create OUT=$OUT" >&2; exit 2; }
 rm -f "$OUT"/{setup,tests,bench,estimate,train}.log "$OUT"/summary.txt "$OUT"/records.tar.gz
@@ -227,8 +227,8 @@ if torch.cuda.is_available():
     print(f"gpu: {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, capability {p.major}.{p.minor}")
 else:
     print("gpu: none")
-import dfarun.cli  # hydra, omegaconf and this checkout
-print(f"dfarun: {os.path.dirname(dfarun.cli.__file__)}")' 2>&1 | tail -4
+import dfarun.cli.main  # hydra, omegaconf and this checkout
+print(f"dfarun: {os.path.dirname(dfarun.cli.main.__file__)}")' 2>&1 | tail -4
 }
 echo "== setup"
 t0=$(date +%s) current=setup
@@ -270,7 +270,7 @@ phase_bench() {
         ((secs >= 5)) || { note="bench runs done: $((n - 1))"; return 124; }
         echo "-- bench run $n: ${args:-(defaults)}" | tee -a "$OUT/bench.log"
         # shellcheck disable=SC2086  # args: a list of words
-        run_timed "$OUT/bench.log" "$secs" "$PYTHON" -m dfarun.bench $args
+        run_timed "$OUT/bench.log" "$secs" "$PYTHON" -m dfarun.cli.bench $args
         rc=$?
         ((rc == 0)) || { note="bench runs done: $((n - 1)); run $n: exit $rc"; return "$rc"; }
     done < <(arg_sets "$BENCH_ARGS")
@@ -284,7 +284,7 @@ phase_estimate() {
             ((secs >= 5)) || { note="done: ${done:-none}"; return 124; }
             echo "-- estimate, table $t: ${args:-(defaults)}" | tee -a "$OUT/estimate.log"
             # shellcheck disable=SC2086
-            run_timed "$OUT/estimate.log" "$secs" "$PYTHON" -m dfarun.bench --skip mlp,conv --estimate \
+            run_timed "$OUT/estimate.log" "$secs" "$PYTHON" -m dfarun.cli.bench --skip mlp,conv --estimate \
                 --tables "$t" $args
             rc=$?
             ((rc == 0)) || { note="done: ${done:-none}; table $t ($args): exit $rc"; return "$rc"; }

@@ -25,10 +25,13 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from . import atomic, protocol, records  # noqa: E402
-from .config import DfarunError, default_data_dir  # noqa: E402
-from .guard import interrupted  # noqa: E402
-from .records import Record  # noqa: E402
+from dfarun import atomic  # noqa: E402
+from dfarun.report import cells as protocol
+from dfarun.report import records
+from dfarun.errors import DfarunError  # noqa: E402
+from dfarun.config.schema import default_data_dir
+from dfarun.errors import interrupted  # noqa: E402
+from dfarun.run.record import Record  # noqa: E402
 
 NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "ifa": "IFA", "dfa_first": "DFA (first layer)"}
 COLORS = {"bp": "tab:blue", "fa": "tab:orange", "dfa": "tab:green", "dfa_first": "tab:green", "ifa": "tab:red"}
@@ -140,7 +143,7 @@ def fig2_left(recs: list[Record], out: Path, data_dir: str | None) -> list[Path]
 def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000) -> list[Path] | None:
     from sklearn.manifold import TSNE
 
-    from .data import load
+    from dfarun.engine.data import load
 
     by_method = select(recs, "3x400 Tanh", ("bp", "dfa"))
     weights = {method: rs[0].path.with_suffix(".pt") for method, rs in by_method.items()}
@@ -186,7 +189,7 @@ def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000
 
 def saved_mlp(path: Path, features: int):
     """The one-seed MLP saved at `path` (save_weights=true); ValueError naming what is wrong."""
-    from .nets import ACTIVATIONS, MLP
+    from dfarun.engine.nets import ACTIVATIONS, MLP
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, foreign, not a torch file

@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from .conv import ConvArch, ConvNet
-from .nets import ACTIVATIONS, MLP, MLPArch
-from .rules import Rule
+from dfarun.engine.conv import ConvArch, ConvNet
+from dfarun.engine.nets import ACTIVATIONS, MLP, MLPArch
+from dfarun.engine.rules import Rule
 
 AVG_START = 1.0            # moving average of the training error (fraction) starts at 100%
 DATA_ORDER_OFFSET = 2**32  # data-order generator seed = seed + offset: disjoint from init streams

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .nets import uniform
+from dfarun.engine.nets import uniform
 
 
 # --- signals into the hidden layers -------------------------------------------------------

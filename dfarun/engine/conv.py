@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import nets
-from .nets import ACTIVATIONS, Dropout, uniform
+from dfarun.engine import nets
+from dfarun.engine.nets import ACTIVATIONS, Dropout, uniform
 
 
 # --- shape -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The value checks behind config.validate: ranges, names, the conv net's shape, and whether
+"""`validate(cfg)` and the value checks behind it: ranges, names, the conv net's shape, and whether
 the job can fit in this machine's memory at all.
 
 The schema (config.py) fixes each key's type; these fix what each value may be, so that a
@@ -17,9 +17,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import config
-from .config import CONF_DIR, LOGGERS, SCHEDULES, ConfigError, conv_dropout, dropout_on, effective_lr
-from .config import _check as check
+from dfarun.config import schema as config
+from dfarun.config.schema import CONF_DIR, Config, LOGGERS, check_structure, SCHEDULES, conv_dropout, effective_lr
+from dfarun.errors import ConfigError
+from dfarun.engine.nets import dropout_on
+from dfarun.config.schema import _check as check
 
 MAX_DEPTH = 1000  # hidden layers; the paper's deepest net has 100 (each layer costs Python time)
 # model.name goes into every record's file name: no separators, no leading dot, not too long
@@ -34,11 +36,25 @@ def figures() -> tuple[str, ...]:
     return tuple(sorted(n for n in names if n))
 
 
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad key. Hydra checked the types on compose; this
+    checks the rest: every key there and known, no ??? left, ranges and names (checks.py),
+    the device, the memory the job needs and the data folder (the store's folders: store.check_paths)."""
+    from dfarun.engine.data import check_data_dir
+
+    check_structure(cfg, Config)
+    check_values(cfg)
+    if cfg.model.channels:
+        check_conv(cfg)
+    check_memory(cfg, config.resolve_device(cfg.device))
+    check_data_dir(cfg.dataset.name, cfg.data_dir)
+
+
 def check_values(cfg: DictConfig) -> None:
     """Every value of a composed config (types already checked) within its range."""
-    from .data import CLASSES, LOADERS, SIZES
-    from .nets import ACTIVATIONS
-    from .rules import RULES
+    from dfarun.engine.data import CLASSES, LOADERS, SIZES
+    from dfarun.engine.nets import ACTIVATIONS
+    from dfarun.engine.rules import RULES
 
     d, m, reg = cfg.dataset, cfg.model, cfg.reg
     check(cfg.method.name in RULES, "method.name", cfg.method.name, f"expected one of {', '.join(sorted(RULES))}")
@@ -155,9 +171,9 @@ def _check_dataset(d: DictConfig, classes: dict, sizes: dict) -> None:
 
 def check_conv(cfg: DictConfig) -> None:
     """A conv net: its blocks must fit the data set's images, and the rule must know conv nets."""
-    from .conv import ConvArch
-    from .data import image_shape
-    from .rules import RULES
+    from dfarun.engine.conv import ConvArch
+    from dfarun.engine.data import image_shape
+    from dfarun.engine.rules import RULES
 
     m = cfg.model
     conv_rules = sorted(k for k, r in RULES.items() if r.conv)
@@ -190,7 +206,7 @@ SIZE_KEYS = {"dataset.train_size": ("n_train", 1000), "dataset.test_size": ("n_t
 
 def sizes(cfg: DictConfig) -> dict:
     """The numbers the job's memory depends on."""
-    from .data import IMAGE_SHAPES, SIZES, image_shape
+    from dfarun.engine.data import IMAGE_SHAPES, SIZES, image_shape
 
     d, m = cfg.dataset, cfg.model
     real = SIZES.get(d.name)
@@ -216,7 +232,7 @@ def need(p: dict) -> int:
         w, depth = p["width"], p["depth"]
         params = (p["features"] + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * c
         hidden, acts, first = depth * w, depth * w + c, w
-    from .rules import RULES, copy_of_forward, first_layer_only, no_feedback  # torch: not at import
+    from dfarun.engine.rules import RULES, copy_of_forward, first_layer_only, no_feedback  # torch: not at import
 
     # by what the rule's feedback is, not its name: a new rule that reuses one is counted right
     kind = RULES[p["rule"]].feedback

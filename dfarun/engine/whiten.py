@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .data import Data
-from .guard import interrupted
-from .store import atomic_save
+from dfarun.engine.data import Data
+from dfarun.errors import interrupted
+from dfarun.atomic import atomic_save
 
 log = logging.getLogger("dfarun")
 

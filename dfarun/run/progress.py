@@ -21,8 +21,8 @@ from typing import Iterator
 
 from omegaconf import DictConfig
 
-from . import store
-from .train import SeedResult, epoch_line
+from dfarun.run import store
+from dfarun.engine.train import SeedResult, epoch_line
 
 log = logging.getLogger("dfarun")
 

@@ -20,8 +20,8 @@ from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import store
-from .config import CONF_DIR
+from dfarun.run import store
+from dfarun.config.schema import CONF_DIR
 
 BUDGET = ("max_epochs",)  # may be below the table's: a shorter run of the same protocol
 FIGURE_BUDGET = (*BUDGET, "freeze_first_epochs")  # a figure states both in its title
@@ -60,8 +60,8 @@ def paper_cells() -> dict[tuple[str, str, str], dict]:
 
 @cache
 def _cells() -> tuple[dict, dict]:
-    from .config import epoch_limit
-    from .runner import row_label
+    from dfarun.config.schema import epoch_limit
+    from dfarun.config.schema import row_label
 
     cells, limits, grids = {}, {}, table_grids()
     for t, rows in table_rows().items():
@@ -86,8 +86,8 @@ def _figure_cells() -> dict[tuple[str, str, str, bool], tuple[dict, int, int]]:
     limit, epochs frozen) of each method of the FIGURES experiments."""
     from hydra import compose
 
-    from .config import epoch_limit
-    from .runner import row_label
+    from dfarun.config.schema import epoch_limit
+    from dfarun.config.schema import row_label
 
     cells = {}
     with _composing():

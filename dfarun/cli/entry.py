@@ -22,15 +22,15 @@ BROKEN_PIPE = 141
 
 
 def dfarun() -> None:
-    _guarded("dfarun", lambda: importlib.import_module("dfarun.cli").main)
+    _guarded("dfarun", lambda: importlib.import_module("dfarun.cli.main").main)
 
 
 def tables() -> None:
-    _guarded("dfarun-tables", lambda: importlib.import_module("dfarun.tables").cli)
+    _guarded("dfarun-tables", lambda: importlib.import_module("dfarun.report.tables").cli)
 
 
 def figures() -> None:
-    _guarded("dfarun-figures", lambda: importlib.import_module("dfarun.figures").cli)
+    _guarded("dfarun-figures", lambda: importlib.import_module("dfarun.report.figures").cli)
 
 
 def _guarded(name: str, load: Callable[[], Callable[[], None]]) -> None:

@@ -1,7 +1,7 @@
 """BP against PyTorch's own machinery: the same seed trained by dfarun and by autograd +
 torch.optim.RMSprop, epoch by epoch.
 
-    python -m dfarun.crosscheck --model 7x240_tanh --epochs 3 --data-dir ~/data
+    python -m dfarun.cli.crosscheck --model 7x240_tanh --epochs 3 --data-dir ~/data
 
 Same init (dfarun's init_state for BP), same data order (the seed's own generator), same
 batches, summed binary cross-entropy of logistic outputs (the author's loss), RMSprop with
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from .data import Data
-from .nets import ACTIVATIONS, MLPArch
-from .rules import RULES
-from .state import DATA_ORDER_OFFSET, init_state
-from .step import RMSPROP_DECAY, RMSPROP_EPS
-from .train import Protocol, fit
+from dfarun.engine.data import Data
+from dfarun.engine.nets import ACTIVATIONS, MLPArch
+from dfarun.engine.rules import RULES
+from dfarun.engine.state import DATA_ORDER_OFFSET, init_state
+from dfarun.engine.step import RMSPROP_DECAY, RMSPROP_EPS
+from dfarun.engine.train import Protocol, fit
 
 CPU = torch.device("cpu")
 
@@ -73,7 +73,7 @@ def dfarun_bp(sizes: list[int], activation: str, seed: int, data: Data, lr: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dfarun.crosscheck", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m dfarun.cli.crosscheck", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="2x800_tanh", help="an MLP of conf/model/ (default: 2x800_tanh)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=2)
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--data-dir", default="~/.cache/dfarun/data", help="MNIST in torchvision's layout")
     args = p.parse_args(argv)
-    from .config import CONF_DIR
-    from .data import load
+    from dfarun.config.schema import CONF_DIR
+    from dfarun.engine.data import load
 
     path = CONF_DIR / "model" / f"{args.model}.yaml"
     if not path.is_file():

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .guard import interrupted
-from .nets import Dropout, Network
-from .rules import RULES, Rule
+from dfarun.errors import interrupted
+from dfarun.engine.nets import Dropout, Network
+from dfarun.engine.rules import RULES, Rule
 
 log = logging.getLogger("dfarun")
 

@@ -206,3 +206,8 @@ def sample_layers(sizes: list[int], gen: torch.Generator) -> tuple[list[Tensor],
         weights.append(uniform((fan_out, fan_in), bound, gen))
         biases.append(uniform((fan_out,), bound, gen))
     return weights, biases
+
+
+def dropout_on(p_input: float, p_hidden: float, p_conv: tuple[float, ...]) -> bool:
+    """Any unit dropped at all (p_conv too: a conv net may drop only after its conv blocks)."""
+    return bool(p_input or p_hidden or any(p_conv))

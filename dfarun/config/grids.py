@@ -15,7 +15,8 @@ from functools import lru_cache
 
 from omegaconf import OmegaConf
 
-from .config import CONF_DIR, ConfigError
+from dfarun.config.schema import CONF_DIR
+from dfarun.errors import ConfigError
 
 OWNERS = ("experiment", "row")          # the groups whose options fix other keys
 BUDGET = ("profile", "seeds", "max_epochs")  # what an experiment sets that a command may change

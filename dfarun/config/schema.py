@@ -21,14 +21,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dfarun.errors import ConfigError, DfarunError
+
 if TYPE_CHECKING:
     import torch
 
 # conf/ lives at the repository's top level and ships inside the wheel as the package data
 # `dfarun/conf` (pyproject.toml maps one onto the other); a checkout uses the top-level folder.
-_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+_PACKAGED_CONF = Path(__file__).resolve().parents[1] / "conf"
 CONF_DIR = _PACKAGED_CONF if (_PACKAGED_CONF / "config.yaml").is_file() \
-    else Path(__file__).resolve().parent.parent / "conf"
+    else Path(__file__).resolve().parents[2] / "conf"
 SCHEDULES = ("constant", "auto", "step")
 LOGGERS = ("none", "tensorboard")
 VAL_SIZE = 10_000  # val=true holds out the last 10,000 training examples (author's split)
@@ -47,20 +49,6 @@ OmegaConf.register_new_resolver("dfarun.data_dir", default_data_dir, replace=Tru
 OmegaConf.register_new_resolver("dfarun.home", lambda path: os.path.expanduser(str(path)), replace=True)
 
 
-class DfarunError(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
-
-
-class ConfigError(DfarunError):
-    def __init__(self, key: str, value, allowed: str):
-        super().__init__(f"{key}={_REPR.repr(value)}: {allowed}")
-
-    def __reduce__(self):  # pickled by joblib's workers: rebuild from the message
-        return DfarunError, (str(self),)
-
-
-_REPR = reprlib.Repr()  # a huge value is shown cut, so that the error stays one readable line
-_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxlong = 160, 160, 12, 40
 INT64 = 2**63
 
 
@@ -156,32 +144,7 @@ def _check(ok: bool, key: str, value, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first bad key. Hydra checked the types on compose; this
-    checks the rest: every key there and known, no ??? left, ranges and names (checks.py),
-    the device, the memory the job needs, and every folder and file name the job will use."""
-    from . import store
-    from .checks import check_conv, check_memory, check_values
-    from .data import check_data_dir
-
-    _check_structure(cfg, Config)
-    check_values(cfg)
-    if cfg.model.channels:
-        check_conv(cfg)
-    check_memory(cfg, resolve_device(cfg.device))
-    # the store must be writable only where seeds are left to train (runner.run checks that)
-    store.check_paths(cfg, write=not _is_dir(cfg.store))
-    check_data_dir(cfg.dataset.name, cfg.data_dir)
-
-
-def _is_dir(value: str) -> bool:
-    try:
-        return Path(value).expanduser().is_dir()
-    except (OSError, ValueError):
-        return False
-
-
-def _check_structure(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+def check_structure(cfg: DictConfig, schema: type, prefix: str = "") -> None:
     """Every key is in the schema (`+key=` can add one), none is left at ???, all resolve."""
     fields = typing.get_type_hints(schema)
     raw = OmegaConf.to_container(cfg, resolve=False)
@@ -196,7 +159,7 @@ def _check_structure(cfg: DictConfig, schema: type, prefix: str = "") -> None:
             raise unknown_key(path, raw[key])
         _check(not OmegaConf.is_missing(cfg, key), path, raw[key], f"missing value; expected {expected(path)}")
         if dataclasses.is_dataclass(fields[key]):
-            _check_structure(cfg[key], fields[key], f"{path}.")
+            check_structure(cfg[key], fields[key], f"{path}.")
             continue
         try:
             value = cfg[key]
@@ -206,27 +169,6 @@ def _check_structure(cfg: DictConfig, schema: type, prefix: str = "") -> None:
         # torch and the record format hold 64-bit ints; Python would take any size
         _check(all(-INT64 <= v < INT64 for v in items if isinstance(v, int)), path,
                items if OmegaConf.is_list(value) else value, f"too large for a 64-bit int (|n| < 2**63); expected {expected(path)}")
-
-
-def check_folder(key: str, value: str, purpose: str, write: bool = True) -> None:
-    """`value` is no file; with write=True, a folder it can write to, or can make (no file in
-    the way, and the nearest existing folder above is writable)."""
-    _check(str(value).strip() != "", key, value, f"expected a folder {purpose}")
-    try:
-        path = Path(value).expanduser()
-        if path.is_symlink() and not path.exists():
-            raise ConfigError(key, value, f"is a broken symbolic link (to {os.readlink(path)}); "
-                                          f"expected a folder {purpose}")
-        _check(not path.exists() or path.is_dir(), key, value, f"is a file; expected a folder {purpose}")
-        if not write:
-            return
-        near = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
-    except (OSError, RuntimeError, ValueError) as err:  # a name too long, no permission, no $HOME for ~
-        raise ConfigError(key, value, f"cannot be used ({getattr(err, 'strerror', None) or err}); "
-                                      f"expected a folder {purpose}") from None
-    _check(near.is_dir(), key, value, f"{near} is a file, so the folder cannot be made; "
-                                      f"expected a folder {purpose}")
-    _check(os.access(near, os.W_OK | os.X_OK), key, value, f"{near} is not writable; expected a folder {purpose}")
 
 
 # --- the schema in words, for errors -----------------------------------------------
@@ -288,9 +230,9 @@ def conv_dropout(cfg: DictConfig) -> tuple[float, ...]:
     return tuple(cfg.reg.p_conv) if cfg.model.channels else ()
 
 
-def dropout_on(p_input: float, p_hidden: float, p_conv: tuple[float, ...]) -> bool:
-    """Any unit dropped at all (p_conv too: a conv net may drop only after its conv blocks)."""
-    return bool(p_input or p_hidden or any(p_conv))
+def row_label(cfg: DictConfig) -> str:
+    """The paper's row name: the model's label plus the regulariser's, e.g. "2x800 Tanh + DO"."""
+    return cfg.model.label + cfg.reg.label
 
 
 def resolve_device(name: str) -> torch.device:

@@ -17,12 +17,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .config import dropout_on
-from .data import Data
-from .nets import Dropout, Network
-from .rules import Rule
-from .state import State
-from .step import Step, alignment, batch
+from dfarun.engine.nets import dropout_on
+from dfarun.engine.data import Data
+from dfarun.engine.nets import Dropout, Network
+from dfarun.engine.rules import Rule
+from dfarun.engine.state import State
+from dfarun.engine.step import Step, alignment, batch
 
 log = logging.getLogger("dfarun")
 

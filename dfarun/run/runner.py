@@ -9,18 +9,21 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from . import config, provenance, store
-from .config import conv_dropout, effective_lr, epoch_limit, resolve_device, validate
-from .conv import ConvArch
-from .data import Data, load
-from .guard import interrupted
-from .nets import MLPArch, layer_sizes
-from .rules import RULES
-from .state import State, init_state
-from .progress import Reporter, job_tag
-from .step import Step
-from .train import Protocol, SeedResult, fit
-from .whiten import CACHE_DIR, whiten
+from dfarun.config import schema as config
+from dfarun.run import provenance
+from dfarun.run import store
+from dfarun.config.schema import conv_dropout, effective_lr, epoch_limit, resolve_device, row_label
+from dfarun.config.checks import validate
+from dfarun.engine.conv import ConvArch
+from dfarun.engine.data import Data, load
+from dfarun.errors import check_folder, interrupted
+from dfarun.engine.nets import MLPArch, layer_sizes
+from dfarun.engine.rules import RULES
+from dfarun.engine.state import State, init_state
+from dfarun.run.progress import Reporter, job_tag
+from dfarun.engine.step import Step
+from dfarun.engine.train import Protocol, SeedResult, fit
+from dfarun.engine.whiten import CACHE_DIR, whiten
 
 log = logging.getLogger("dfarun")
 
@@ -32,6 +35,7 @@ def run(cfg: DictConfig) -> list[dict]:
     has locked; a seed that another live job is training is waited for and its record read (if
     that job dies instead, this one trains the seed). Two identical jobs run one after the other."""
     validate(cfg)
+    store.check_store(cfg)
     with job_tag(cfg, f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}"):
         return _run(cfg)
 
@@ -58,7 +62,7 @@ def _run(cfg: DictConfig) -> list[dict]:
     if len(done) < len(seeds) or ckpt.exists():
         # the data first: a missing or corrupt file stops the job before it writes anything
         data = _data(cfg, device) if len(done) < len(seeds) else None
-        config.check_folder("store", cfg.store, "the run records can be written to")
+        check_folder("store", cfg.store, "the run records can be written to")
         if began is not None:
             store.note_force(cfg, began)
         job = store.acquire(store.job_lock(cfg), wait=False)
@@ -257,8 +261,3 @@ def architecture(cfg: DictConfig, data: Data) -> MLPArch | ConvArch:
         return ConvArch(data.shape, tuple(m.channels), (m.width,) * m.depth, classes, m.kernel,
                         m.pool, m.pool_stride)
     return MLPArch(tuple(layer_sizes(data.features, m.depth, m.width, classes)))
-
-
-def row_label(cfg: DictConfig) -> str:
-    """The paper's row name: the model's label plus the regulariser's, e.g. "2x800 Tanh + DO"."""
-    return cfg.model.label + cfg.reg.label

@@ -19,10 +19,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import atomic
-from .config import Config, ConfigError, check_folder, effective_lr
-from .guard import interrupted
-from .locks import Lock, acquire, drop_stale_locks  # noqa: F401 (the runner takes its locks here)
+from dfarun import atomic
+from dfarun.config.schema import Config, effective_lr
+from dfarun.atomic import atomic_save
+from dfarun.errors import ConfigError, check_folder, interrupted
+from dfarun.run.record import STOPS, parse  # noqa: F401 (STOPS: the stop reasons a record may give)
+from dfarun.run.locks import Lock, acquire, drop_stale_locks  # noqa: F401 (the runner takes its locks here)
 
 log = logging.getLogger("dfarun")
 
@@ -124,11 +126,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_save(path, state)
 
 
-def atomic_save(path: Path, obj) -> None:
-    """torch.save that readers see whole or not at all (checkpoints, the ZCA cache)."""
-    atomic.write(path, lambda f: torch.save(obj, f), binary=True)
-
-
 def load_checkpoint(path: Path, forced: int | None = None, quiet: bool = False) -> dict | None:
     """The checkpoint at path, or None when there is none, it cannot be read (said unless
     `quiet`), or `forced` (force_began) and another job than that forced one wrote it."""
@@ -205,7 +202,6 @@ def load(path: Path) -> dict:
     return rec
 
 
-STOPS = ("converged", "max_epochs", "schedule_end", "diverged")
 _warned: set[tuple[Path, float]] = set()
 
 
@@ -230,8 +226,8 @@ def finished(path: Path) -> dict | None:
 
 def _complete(rec: dict, path: Path) -> None:
     """ValueError naming the first field that is missing or wrong: the checks dfarun-tables and
-    dfarun-figures apply (records.parse), and the file name must be this record's own."""
-    from .records import parse  # records imports this module: at call time
+    dfarun-figures apply (record.parse), and the file name must be this record's own."""
+    from dfarun.run.record import parse  # records imports this module: at call time
 
     parse(rec, path)
     if not path.stem.endswith(f"_{rec['key']}_seed{rec['seed']}"):
@@ -279,6 +275,19 @@ def _finite(obj):
 
 SUBFOLDERS = {"locks": "locks", "checkpoints": "checkpoints", "sweeps": "sweep outputs", "live": "live histories",
               "tensorboard": "TensorBoard logs"}
+
+
+def check_store(cfg: DictConfig) -> None:
+    """The store's folders and file names, before anything runs. The store must be writable
+    only where seeds are left to train (runner.run checks that)."""
+    check_paths(cfg, write=not _is_dir(cfg.store))
+
+
+def _is_dir(value: str) -> bool:
+    try:
+        return Path(value).expanduser().is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def check_paths(cfg: DictConfig, write: bool) -> None:

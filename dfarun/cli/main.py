@@ -22,9 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from . import grids
-from .config import CONF_DIR, ConfigError, DfarunError, check_folder, expected, unknown_key, validate
-from .guard import catch_sigterm, in_job, report
+from dfarun.config import grids
+from dfarun.config.schema import CONF_DIR, expected, unknown_key
+from dfarun.errors import ConfigError, DfarunError, check_folder
+from dfarun.config.checks import validate
+from dfarun.cli.guard import catch_sigterm, in_job, report
 
 CONFIG_NAME = "config"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -59,7 +61,7 @@ def _set_threads() -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def _main(cfg: DictConfig) -> None:
-    from .runner import run
+    from dfarun.run.runner import run
 
     def job() -> None:
         logging.raiseExceptions = False  # in a joblib worker too: see main
@@ -80,7 +82,7 @@ def main() -> None:
     try:
         with catch_sigterm():
             check_args(sys.argv[1:])
-            from .slurm import install  # hydra/launcher=slurm: a wait and errors fit for a real cluster
+            from dfarun.cli.slurm import install  # hydra/launcher=slurm: a wait and errors fit for a real cluster
             install()
             with _hydra_raises():
                 _main()
@@ -213,8 +215,11 @@ def check_args(argv: list[str]) -> list[DictConfig]:
         if multirun and not args.cfg:
             sweep_dir = _sweep_dir(primary)
     if not args.cfg:  # --cfg shows a config, bad values and all
+        from dfarun.run import store  # imports torch
+
         for cfg in cfgs:  # after composing them all: a compose error is found without importing torch
             validate(cfg)
+            store.check_store(cfg)
         if isinstance(sweep_dir, DfarunError):  # after validate, which names a root cause (~store) first
             raise sweep_dir
         if sweep_dir is not None:  # where Hydra writes multirun.yaml (under <store>/sweeps/)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import records
+from dfarun.report import records
 
 BEGIN = "<!-- headline:begin (dfarun-tables --readme writes from here to the end marker) -->"
 END = "<!-- headline:end -->"

@@ -7,8 +7,8 @@ throughputs: a large square GEMM (the machine's peak) and a GEMM of the MLP step
 pooling, RMSprop) is not counted, so a ratio near 1 means the step is as fast as its matrix
 products can be. Speed claims live here, never in tests.
 
-    python -m dfarun.bench                       # 2x800 tanh epochs, conv_tanh images/s
-    python -m dfarun.bench --estimate            # + hours for each table at the paper profile
+    python -m dfarun.cli.bench                       # 2x800 tanh epochs, conv_tanh images/s
+    python -m dfarun.cli.bench --estimate            # + hours for each table at the paper profile
 """
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ import torch
 from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode
 
-from .conv import ConvArch
-from .data import IMAGE_SHAPES, Data
-from .nets import Dropout, MLPArch, layer_sizes
-from .protocol import split, table_grids, table_rows
-from .rules import RULES
-from .state import init_state
-from .step import Step, updates
-from .train import Protocol, train_epoch
+from dfarun.engine.conv import ConvArch
+from dfarun.engine.data import IMAGE_SHAPES, Data
+from dfarun.engine.nets import Dropout, MLPArch, layer_sizes
+from dfarun.report.cells import split, table_grids, table_rows
+from dfarun.engine.rules import RULES
+from dfarun.engine.state import init_state
+from dfarun.engine.step import Step, updates
+from dfarun.engine.train import Protocol, train_epoch
 
 CIFAR = IMAGE_SHAPES["cifar10"]
 PROTOCOL = Protocol(lr=1e-4, batch_size=64, max_epochs=1, compile=True)  # as `dfarun` trains
@@ -156,8 +156,9 @@ def estimate_tables(device: torch.device, examples: int, protocol: Protocol, tab
     epochs any seed of a cell ran, by (data set, paper row, method)) adds a second figure, the
     hours at those epochs, for the cells the records have (the rest at their limit).
     `only_rows`: only these rows (all when empty); `skip_rows`: not these."""
-    from .config import conv_dropout, epoch_limit
-    from .runner import architecture, row_label
+    from dfarun.config.schema import conv_dropout, epoch_limit
+    from dfarun.run.runner import architecture
+    from dfarun.config.schema import row_label
 
     grids = table_grids(tables)
     cells = table_rows(tables, keep=lambda row: row not in skip_rows and (not only_rows or row in only_rows))
@@ -188,7 +189,7 @@ def recorded_epochs(stores: list[str]) -> dict[tuple[str, str, str], int]:
     """(data set, paper row, method) -> the most epochs any seed of that cell ran, from the run
     records in `stores` (the experiment each table shows). A stacked job runs as long as its
     longest seed, so this is what the cell cost, at the most."""
-    from . import records
+    from dfarun.report import records
 
     kept, _ = split(records.read(map(Path, stores)))  # the runs the tables count
     return {(c[0], c[1], c[2]): max(r.epochs for r in rs) for c, rs in records.cells(kept).items() if not c[3]}

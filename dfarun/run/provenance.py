@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import store
-from .config import effective_lr
-from .train import SeedResult
+from dfarun.run import store
+from dfarun.config.schema import effective_lr
+from dfarun.engine.train import SeedResult
 
 
 def context(cfg: DictConfig, device: torch.device, stacked: int, row: str) -> dict:

@@ -23,7 +23,10 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from . import atomic, headline, protocol, records
+from dfarun import atomic
+from dfarun.report import headline
+from dfarun.report import cells as protocol
+from dfarun.report import records
 
 TABLES = {1: ("mnist", "MNIST"), 2: ("cifar10", "CIFAR-10"), 3: ("cifar100", "CIFAR-100")}
 BRACKET_ABOVE = {"mnist": 0.01, "cifar10": 0.1, "cifar100": 0.1}  # % train error the paper brackets
@@ -40,7 +43,7 @@ CSV = ["row", "method", "test_mean", "test_std", "train_mean", "seeds_learned", 
 # --- inputs ------------------------------------------------------------------------------------
 
 def paper_results() -> pd.DataFrame:
-    with resources.files("dfarun").joinpath("paper_results.csv").open() as f:
+    with resources.files("dfarun.report").joinpath("paper_results.csv").open() as f:
         return pd.read_csv(f)
 
 

@@ -23,7 +23,7 @@ import traceback
 
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import DfarunError
+from dfarun.errors import DfarunError, chain as _chain, interrupted
 
 BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
 RESUME = "rerun the same command to resume from the last finished epoch"
@@ -71,29 +71,6 @@ def describe(err: BaseException) -> tuple[int, str]:
                         f"not full, then {RESUME}")
     return FAILED, (f"error: unexpected {_cut(text)}; {RESUME}, or run it with DFARUN_DEBUG=1 to see the "
                     f"traceback and report it")
-
-
-def interrupted(err: BaseException) -> bool:
-    """Ctrl-C or SIGTERM ended this, directly or not: a KeyboardInterrupt that lands inside
-    torch's C++ code comes out as that code's own error (torch.save: RuntimeError "unexpected
-    pos ...", torch.load: SystemError), with the interrupt as its context. A failure of its
-    own while unwinding (a full disk: OSError, MemoryError) is not hidden behind the interrupt,
-    nor is an error raised `from None`."""
-    for e in _chain(err):
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        if isinstance(e, (OSError, MemoryError)):
-            return False
-    return False
-
-
-def _chain(err: BaseException | None):
-    """err, then what it was raised from or while handling (not past `from None`)."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        yield err
-        seen.add(id(err))
-        err = err.__cause__ if err.__cause__ is not None else None if err.__suppress_context__ else err.__context__
 
 
 def in_job(describe_job: str, call):

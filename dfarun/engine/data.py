@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from .config import ConfigError, DfarunError, check_folder
+from dfarun.errors import ConfigError, DfarunError, check_folder
 
 log = logging.getLogger("dfarun")
 

@@ -1,0 +1,1 @@
+"""What a job is: the config schema (types, defaults, ranges) and the checks on a composed config."""

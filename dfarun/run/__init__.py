@@ -1,0 +1,1 @@
+"""A job's life: the runner, its store (records, checkpoints, locks), progress and provenance."""
