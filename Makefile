@@ -14,7 +14,7 @@ STORE ?= runs
 EXPERIMENTS := fig2-right fig2-frozen fig3 ifa-4x100 deep
 TABLES := table1 table2 table3
 # the tables are static pattern rules: make skips implicit (%) rules for a .PHONY target
-.PHONY: help install test test-slurm run bench accelerator-prepare tables results figures clean $(TABLES) \
+.PHONY: help install test test-quick test-slurm run bench accelerator-prepare tables results figures clean $(TABLES) \
         $(addprefix quick-,$(TABLES)) $(EXPERIMENTS)
 
 help:  ## list the targets
@@ -30,8 +30,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,cluster,tensorboard]'
 	touch $@
 
-test: install  ## run the test suite (synthetic data, CPU, a few minutes)
+test: install  ## the layer contract and the test suite (synthetic data, CPU; about 4 min on 2 idle cores)
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
+
+test-quick: install  ## the layer contract and a fast subset of the tests (under a minute)
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -m "not slow"
 
 test-slurm: install  ## the tests through a real Slurm: a one-node cluster here (root; apt-get installs Slurm)
 	scripts/slurm/test.sh $(BIN)/pytest -q

@@ -13,7 +13,7 @@ from dfarun.run import store
 
 from helpers import DFARUN, FAST, cli_env, record
 
-SCRIPT = "import sys; from dfarun import entry; sys.argv[0] = {name!r}; entry.{func}()"
+SCRIPT = "import sys; from dfarun.cli import entry; sys.argv[0] = {name!r}; entry.{func}()"
 
 
 def closed_stdout_run(argv: list[str], cwd) -> subprocess.CompletedProcess:
