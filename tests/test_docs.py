@@ -13,10 +13,13 @@ that live outside the repository. The rules this file enforces:
    inline code outside such a paragraph) use the user's own `data_dir`.
 
 Also: the README links the protocol, and LICENSE and CITATION.cff are there and agree with
-pyproject.toml.
+pyproject.toml. And for README.md and docs/*.md: every repository path and `python -m` module
+they name exists, every key of their key tables is a config key with the default it says, and
+the README stays under 200 lines with a line for each sub-package of dfarun/.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import unicodedata
@@ -196,3 +199,111 @@ def test_every_make_target_the_docs_name_exists():
         # a phony target that no rule builds (a pattern rule make skips for it) does nothing, with rc 0;
         # `install` may be up to date
         assert target == "install" or "Nothing to be done" not in done.stdout + done.stderr, target
+
+
+# --- the README is short, and what the docs name is there ---------------------------------
+
+OWN_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# a path in this repository as the docs write it: dfarun/engine/rules.py, conf/method/, ...
+REPO_PATH = re.compile(r"(?<![\w/.~-])(?:dfarun|conf|scripts|tests|docs|results)/[^\s`)'\"\],;:|#]*")
+MODULE = re.compile(r"python3? -m (dfarun(?:\.\w+)+)")
+
+
+def named_paths(text: str) -> set[str]:
+    """Repository paths named anywhere in a doc (prose, code spans, code blocks). A path with a
+    placeholder or a glob (`conf/method/<name>.yaml`, `results/table1.*`) names no one file,
+    and a command's redirect target (`> conf/method/mine.yaml`) is one the reader creates."""
+    out = set()
+    for m in REPO_PATH.finditer(text):
+        path = m.group(0).rstrip(".")
+        if any(c in path for c in "<*{…") or text[:m.start()].endswith("> "):
+            continue
+        out.add(path)
+    return out
+
+
+@pytest.mark.parametrize("path", OWN_DOCS, ids=doc_id)
+def test_every_path_and_module_the_docs_name_exists(path: Path):
+    """The tree moved once (dfarun/rules.py became dfarun/engine/rules.py): a doc that still
+    names the old file sends the reader nowhere."""
+    text = path.read_text(encoding="utf-8")
+    missing = sorted(p for p in named_paths(text) if not (ROOT / p).exists())
+    assert not missing, f"{doc_id(path)} names paths that do not exist: {missing}"
+    gone = sorted(m for m in set(MODULE.findall(text)) if importlib.util.find_spec(m) is None)
+    assert not gone, f"{doc_id(path)} runs modules that do not exist: {gone}"
+
+
+def test_the_readme_is_read_in_five_minutes():
+    """At most 200 lines, and its map of the code names every sub-package of dfarun/."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200, "README.md is over 200 lines: move the detail to docs/"
+    packages = sorted(p.parent.name for p in (ROOT / "dfarun").glob("*/__init__.py"))
+    assert set(packages) >= {"engine", "config", "run", "report", "cli"}
+    for name in packages:
+        assert f"`dfarun/{name}/`" in readme, f"the README's map of the code lacks dfarun/{name}/"
+
+
+def key_tables(path: Path) -> list[tuple[list[str], str]]:
+    """(keys, default cell) of each row of a `| key | default | ...` table outside code."""
+    prose, _ = split_code(path.read_text(encoding="utf-8"))
+    rows, inside = [], False
+    for line in prose:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if cells[:2] == ["key", "default"]:
+            inside = True
+        elif not cells:
+            inside = False
+        elif inside and not set(cells[0]) <= set("-: "):
+            rows.append((re.findall(r"`([^`]+)`", cells[0]), cells[1]))
+    return rows
+
+
+def _as_written(value) -> str:
+    """A config value as the docs write it (YAML's spelling)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value).replace(" ", "")
+
+
+def test_documented_keys_exist_with_their_defaults():
+    """Every key in the README's and docs/usage.md's key tables is a key of the composed config
+    (or a config group: row=, experiment=), and a default written as one value is the one a
+    plain `dfarun` composes."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from dfarun.config.schema import CONF_DIR
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("config"))  # interpolations left as written
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    defaults = {}
+    for entry in yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]:
+        if isinstance(entry, dict):
+            (group, option), = entry.items()
+            defaults[group.removeprefix("optional ").removeprefix("override ")] = option
+    tables = [(doc, row) for doc in (ROOT / "README.md", ROOT / "docs" / "usage.md") for row in key_tables(doc)]
+    assert len(tables) >= 20, "no key tables found: the test reads nothing"
+    bad = []
+    for doc, (keys, default) in tables:
+        values = re.findall(r"`([^`]+)`", default)
+        for i, key in enumerate(keys):
+            if key not in cfg and key not in groups:
+                bad.append(f"{doc.name}: `{key}` is not a key")
+                continue
+            if len(values) != len(keys) or not re.fullmatch(r"(`[^`]+`(,\s*)?)+", default):
+                continue  # a default in words ("data set's", "–")
+            actual = defaults[key] if key in groups else cfg[key]
+            if values[i] != _as_written(actual):
+                bad.append(f"{doc.name}: `{key}` default `{values[i]}`, the config's is `{_as_written(actual)}`")
+    assert not bad, "\n".join(bad)
+
+
+def test_path_and_key_readers_catch_what_they_should(tmp_path: Path):
+    text = ("`dfarun/rules.py`, dfarun/engine/step.py:sgd_step, [k](docs/usage.md#keys), ~/.cache/dfarun/data,\n"
+            "conf/method/<name>.yaml, results/table1.*, and `echo 'name: x' > conf/method/x.yaml`.")
+    assert named_paths(text) == {"dfarun/rules.py", "dfarun/engine/step.py", "docs/usage.md"}
+    (tmp_path / "k.md").write_text("| key | default | meaning |\n|---|---|---|\n| `a`, `b` | `1`, `x` | |\n"
+                                   "| `lr` | data set's | |\n\n| a | b |\n|---|---|\n| `c` | `2` |\n")
+    assert key_tables(tmp_path / "k.md") == [(["a", "b"], "`1`, `x`"), (["lr"], "data set's")]
