@@ -21,13 +21,13 @@ help:  ## list the targets
 	@grep -E '^[a-z0-9% -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 	@echo "  data and extra overrides: make run DATA_DIR=~/data ARGS='max_epochs=5'"
 
-install: $(BIN)/.installed  ## create .venv and install dfarun (editable) with its test, cluster and tensorboard extras
+install: $(BIN)/.installed  ## create .venv and install dfarun (editable) with its test, cluster, tensorboard and tune extras
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test,cluster,tensorboard]'
+	$(BIN)/pip install --quiet -e '.[test,cluster,tensorboard,tune]'
 	touch $@
 
 test: install  ## the layer contract and the test suite (synthetic data, CPU; about 4 min on 2 idle cores)

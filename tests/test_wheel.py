@@ -32,6 +32,9 @@ def installed(tmp_path_factory) -> Path:
     for conf in (ROOT / "conf").rglob("*.yaml"):  # every config ships, under dfarun/conf/
         assert f"dfarun/conf/{conf.relative_to(ROOT / 'conf').as_posix()}" in names
     assert "dfarun/report/paper_results.csv" in names
+    for py in (ROOT / "dfarun").rglob("*.py"):  # every module of every layer (pyproject lists the packages)
+        assert f"dfarun/{py.relative_to(ROOT / 'dfarun').as_posix()}" in names
+    assert "Warning" not in build.stderr, build.stderr  # a package or file setuptools would have to guess
     target = tmp / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                               str(target), str(wheel)], capture_output=True, text=True, timeout=300)
