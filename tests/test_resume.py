@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import dfarun.run.runner as runner
 import dfarun.engine.step as step
 from dfarun.run import store
 from dfarun.engine.rules import RULES
-from dfarun.run.runner import run
+from dfarun.run.job import load_state
+from dfarun.run.runner import run_records
 from dfarun.engine.state import init_state
 
 from helpers import CPU, comparable
@@ -40,9 +40,10 @@ class Crash(Exception):
 
 def files_under(root: Path) -> list[str]:
     """Every file below root, dotfiles included, relative to it; the live histories
-    (live/*.jsonl, checked in test_progress.py) aside."""
+    (live/*.jsonl, checked in test_progress.py) and the code diffs beside the records of a
+    checkout with uncommitted changes (test_run_provenance.py) aside."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and not (p.parent.name == "live" and p.suffix == ".jsonl"))
+                  if p.is_file() and not (p.parent.name == "live" and p.suffix == ".jsonl") and p.suffix != ".diff")
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_crash_mid_epoch_then_resume_gives_the_uninterrupted_records(
     cfg_b = make_cfg(*args, f"store={tmp_path / 'B'}")
     assert store.checkpoint_path(cfg_a).name == store.checkpoint_path(cfg_b).name
 
-    uninterrupted = run(cfg_a)
+    uninterrupted = run_records(cfg_a)
     assert count_updates["calls"] == 6 * BATCHES
     assert all(r["stop"] == "max_epochs" and r["epochs"] == 6 for r in uninterrupted)
     assert files_under(tmp_path / "A") == sorted(store.record_path(cfg_a, s).name for s in (0, 1, 2))
@@ -80,7 +81,7 @@ def test_crash_mid_epoch_then_resume_gives_the_uninterrupted_records(
     # die in the second batch of epoch 4
     count_updates.update(calls=0, crash_at=3 * BATCHES + 2)
     with pytest.raises(Crash):
-        run(cfg_b)
+        run_records(cfg_b)
     ckpt = store.checkpoint_path(cfg_b)
     assert files_under(tmp_path / "B") == [f"checkpoints/{ckpt.name}"]   # no records, no temp files
     saved = store.load_checkpoint(ckpt)
@@ -89,7 +90,7 @@ def test_crash_mid_epoch_then_resume_gives_the_uninterrupted_records(
 
     count_updates.update(calls=0, crash_at=None)
     caplog.clear()
-    resumed = run(cfg_b)
+    resumed = run_records(cfg_b)
     assert "resuming seeds [0, 1, 2] after epoch 3" in caplog.text
     assert count_updates["calls"] == 3 * BATCHES        # epochs 4-6 only: it really resumed
     assert [comparable(r) for r in resumed] == [comparable(r) for r in uninterrupted]
@@ -105,13 +106,13 @@ def test_a_checkpoint_resumes_whole_under_a_smaller_seed_stack(make_cfg, tmp_pat
     seeds, so they resume together (a pass of one would overwrite the others' progress)."""
     caplog.set_level(logging.INFO, logger="dfarun")
     args = (SMALL, "method=dfa", "max_epochs=4", "seeds=[0,1,2]")
-    uninterrupted = run(make_cfg(*args, f"store={tmp_path / 'A'}"))
+    uninterrupted = run_records(make_cfg(*args, f"store={tmp_path / 'A'}"))
     count_updates.update(calls=0, crash_at=2 * BATCHES + 1)   # die at the start of epoch 3
     cfg = make_cfg(*args, f"store={tmp_path / 'B'}")
     with pytest.raises(Crash):
-        run(cfg)
+        run_records(cfg)
     count_updates.update(calls=0, crash_at=None)
-    resumed = run(make_cfg(*args, f"store={tmp_path / 'B'}", "seed_stack=1"))
+    resumed = run_records(make_cfg(*args, f"store={tmp_path / 'B'}", "seed_stack=1"))
     assert "resuming seeds [0, 1, 2] after epoch 2" in caplog.text
     assert count_updates["calls"] == 2 * BATCHES                 # epochs 3-4, once
     for got, want in zip(resumed, uninterrupted):
@@ -128,13 +129,13 @@ def test_another_seed_lists_checkpoint_is_named_not_silently_passed_over(make_cf
     caplog.set_level(logging.INFO, logger="dfarun")
     count_updates.update(crash_at=2 * BATCHES + 1)  # seeds [0, 1] die in epoch 3
     with pytest.raises(Crash):
-        run(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1]"))
+        run_records(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1]"))
     [left] = list((tmp_path / "runs" / "checkpoints").glob("*.pt"))
     count_updates.update(crash_at=None)
-    run(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1,2]"))
+    run_records(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1,2]"))
     assert f"not resuming seeds [0, 1] from {left}: a job with another seed list made it" in caplog.text
     assert left.exists()  # its own job resumes it: `seeds=[0,1]` then finds the records and drops it
-    run(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1]"))
+    run_records(make_cfg(SMALL, "max_epochs=4", "seeds=[0,1]"))
     assert not left.exists()
 
 
@@ -144,7 +145,7 @@ def test_crash_while_writing_the_records_resumes_only_the_unwritten_seeds(
     from the epoch-1 checkpoint (cut down to those seeds)."""
     caplog.set_level(logging.INFO, logger="dfarun")
     args = (SMALL, "method=dfa", "max_epochs=2", "seeds=[0,1,2]")
-    uninterrupted = run(make_cfg(*args, f"store={tmp_path / 'A'}"))
+    uninterrupted = run_records(make_cfg(*args, f"store={tmp_path / 'A'}"))
     cfg = make_cfg(*args, f"store={tmp_path / 'B'}")
 
     real_write = store.write
@@ -156,14 +157,14 @@ def test_crash_while_writing_the_records_resumes_only_the_unwritten_seeds(
 
     monkeypatch.setattr(store, "write", dies_on_seed_1)
     with pytest.raises(Crash):
-        run(cfg)
+        run_records(cfg)
     monkeypatch.setattr(store, "write", real_write)
     ckpt = store.checkpoint_path(cfg)
     assert files_under(tmp_path / "B") == sorted([store.record_path(cfg, 0).name, f"checkpoints/{ckpt.name}"])
 
     count_updates["calls"] = 0
     caplog.clear()
-    resumed = run(cfg)
+    resumed = run_records(cfg)
     assert "skipping seeds [0]" in caplog.text
     assert "resuming seeds [1, 2] after epoch 1" in caplog.text
     assert count_updates["calls"] == BATCHES            # one epoch, seeds 1 and 2 stacked
@@ -184,21 +185,21 @@ def test_resume_cuts_the_checkpoint_to_the_seeds_asked_for(tmp_path, caplog):
     path = tmp_path / "ckpt.pt"
     store.save_checkpoint(path, state.to_dict())
 
-    cut = runner._resume(path, [0, 2], CPU)
+    cut = load_state(path, [0, 2], CPU)
     assert cut.seeds == [0, 2] and cut.epoch == 5 and cut.lr_scale == [1.0, 0.25]
     for got, full in zip(cut.net.params + cut.sq_avg, state.net.params + state.sq_avg):
         assert torch.equal(got, full[[0, 2]])
     assert torch.equal(cut.data_order[1].get_state(), state.data_order[2].get_state())
 
-    whole = runner._resume(path, [0, 1, 2], CPU)
+    whole = load_state(path, [0, 1, 2], CPU)
     assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(whole.noise, state.noise))
     assert torch.equal(cut.noise[1].get_state(), state.noise[2].get_state())
     assert all(torch.equal(a, b) for a, b in zip(whole.feedback, state.feedback))
 
     with caplog.at_level(logging.WARNING, logger="dfarun"):
-        assert runner._resume(path, [0, 3], CPU) is None    # a seed the checkpoint does not hold
+        assert load_state(path, [0, 3], CPU) is None    # a seed the checkpoint does not hold
     assert "does not hold seeds" in caplog.text
-    assert runner._resume(tmp_path / "missing.pt", [0], CPU) is None
+    assert load_state(tmp_path / "missing.pt", [0], CPU) is None
 
 
 # --- unreadable checkpoints -----------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_resume_cuts_the_checkpoint_to_the_seeds_asked_for(tmp_path, caplog):
 def test_unreadable_checkpoint_is_ignored_with_a_warning_and_training_starts_afresh(
         make_cfg, tmp_path, count_updates, caplog, damage):
     args = (SMALL, "method=dfa", "reg=dropout", "max_epochs=3", "seeds=[0,1]")
-    uninterrupted = run(make_cfg(*args, f"store={tmp_path / 'A'}"))
+    uninterrupted = run_records(make_cfg(*args, f"store={tmp_path / 'A'}"))
     cfg = make_cfg(*args, f"store={tmp_path / 'B'}")
     ckpt = store.checkpoint_path(cfg)
     ckpt.parent.mkdir(parents=True)
@@ -222,7 +223,7 @@ def test_unreadable_checkpoint_is_ignored_with_a_warning_and_training_starts_afr
     count_updates["calls"] = 0
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="dfarun"):
-        records = run(cfg)
+        records = run_records(cfg)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "ignoring unreadable checkpoint" in warnings[0].getMessage()
     assert "resuming" not in caplog.text
@@ -234,7 +235,7 @@ def test_unreadable_checkpoint_is_ignored_with_a_warning_and_training_starts_afr
 def test_readable_but_foreign_checkpoint_is_ignored(tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save({"epoch": 3, "not": "a state"}, path)
-    assert runner._resume(path, [0], CPU) is None
+    assert load_state(path, [0], CPU) is None
 
 
 # --- SIGKILL through the console script --------------------------------------------------------
@@ -283,7 +284,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_uninterrupted_records(make_
     assert len(files_under(runs)) == 2
 
     cfg = make_cfg(*CLI_ARGS, tiny=False)   # the same experiment, uninterrupted, in-process
-    reference = run(cfg)
+    reference = run_records(cfg)
     resumed = [store.read(runs / store.record_path(cfg, s).name) for s in (0, 1)]
     assert [comparable(r) for r in resumed] == [comparable(r) for r in reference]
 
@@ -293,25 +294,25 @@ def test_force_retrains_from_scratch_but_resumes_its_own_interrupted_run(make_cf
     that dies leaves a checkpoint that the same command resumes ("rerun the same command")."""
     caplog.set_level(logging.INFO, logger="dfarun")
     args = (SMALL, "method=dfa", "max_epochs=6", "seeds=[0,1]")
-    old = run(make_cfg(*args, "max_epochs=6"))
+    old = run_records(make_cfg(*args, "max_epochs=6"))
     cfg = make_cfg(*args, "force=true")
     count_updates.update(calls=0, crash_at=3 * BATCHES + 2)   # dies in epoch 4 of the forced run
     with pytest.raises(Crash):
-        run(cfg)
+        run_records(cfg)
     assert store.load_checkpoint(store.checkpoint_path(cfg))[store.FORCED] > 0  # when the forced job began
     count_updates.update(calls=0, crash_at=None)
     caplog.clear()
-    forced = run(cfg)                                         # the same command again
+    forced = run_records(cfg)                                         # the same command again
     assert "resuming seeds [0, 1] after epoch 3" in caplog.text and count_updates["calls"] == 3 * BATCHES
     same = lambda rs: [{k: v for k, v in comparable(r).items() if k != "config"} for r in rs]  # config: force
     assert same(forced) == same(old)  # the same training as before the force, written anew
     # a checkpoint a run *without* force left is not the forced job's: force starts afresh
     count_updates.update(calls=0, crash_at=3 * BATCHES + 2)
     with pytest.raises(Crash):
-        run(make_cfg(*args, "seeds=[0,1,2]"))                 # seed 2 is new: it trains, and dies
+        run_records(make_cfg(*args, "seeds=[0,1,2]"))                 # seed 2 is new: it trains, and dies
     count_updates.update(calls=0, crash_at=None)
     caplog.clear()
-    run(make_cfg(*args, "seeds=[0,1,2]", "force=true"))
+    run_records(make_cfg(*args, "seeds=[0,1,2]", "force=true"))
     assert "resuming" not in caplog.text and count_updates["calls"] == 6 * BATCHES  # all 6 epochs, 3 seeds stacked
 
 
@@ -320,17 +321,17 @@ def test_a_forced_job_stopped_after_some_seeds_keeps_their_new_records(make_cfg,
     resumes that seed and does not train the first again: its record is the forced job's own."""
     caplog.set_level(logging.INFO, logger="dfarun")
     args = (SMALL, "method=dfa", "max_epochs=3", "seeds=[0,1]", "seed_stack=1")
-    run(make_cfg(*args))                                          # the records force=true replaces
+    run_records(make_cfg(*args))                                          # the records force=true replaces
     cfg = make_cfg(*args, "force=true")
     first = store.record_path(cfg, 0).stat().st_mtime_ns
     count_updates.update(calls=0, crash_at=3 * BATCHES + 2)       # seed 0: 3 epochs; dies in seed 1's first
     with pytest.raises(Crash):
-        run(cfg)
+        run_records(cfg)
     rewritten = store.record_path(cfg, 0).stat().st_mtime_ns
     assert rewritten > first                                      # seed 0 was trained again by the force
     count_updates.update(calls=0, crash_at=None)
     caplog.clear()
-    run(cfg)
+    run_records(cfg)
     assert "skipping seeds [0]" in caplog.text and "resuming seeds [1] after epoch 0" not in caplog.text
     assert count_updates["calls"] == 3 * BATCHES                  # seed 1 only
     assert store.record_path(cfg, 0).stat().st_mtime_ns == rewritten

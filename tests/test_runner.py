@@ -8,6 +8,7 @@ shrunk to a tiny synthetic set with the store under tmp_path. Training tests use
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from dfarun.run import store
 from dfarun.config.schema import CONF_DIR
 from dfarun.errors import ConfigError, DfarunError
 from dfarun.config.checks import validate
-from dfarun.run.runner import run
+from dfarun.run.runner import run_records
 
 SMALL = "model=3x50_tanh"
 HISTORY_KEYS = {"epoch", "train_error", "train_loss", "test_error", "seconds"}
@@ -47,12 +48,14 @@ def snapshot(cfg, seeds) -> dict[int, tuple[int, int]]:
 
 def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, tmp_path):
     cfg = make_cfg(SMALL, "method=dfa", "seeds=[0,1,2]")
-    records = run(cfg)
+    records = run_records(cfg)
 
     assert [r["seed"] for r in records] == [0, 1, 2]
     runs = store_dir(tmp_path)
     names = sorted(os.listdir(runs))  # listdir shows dotfiles too: a left-over temp file would show
     names = [n for n in names if n not in ("live", "locks", "checkpoints")]  # the store's own folders stay
+    diffs = [n for n in names if n.endswith(".diff")]  # a checkout with uncommitted changes: the code's diff
+    names = [n for n in names if n not in diffs]
     assert names == sorted(store.record_path(cfg, s).name for s in (0, 1, 2))
     assert len(set(names)) == 3
     assert all(store.record_path(cfg, s).name.endswith(f"_seed{s}.json") for s in (0, 1, 2))
@@ -87,10 +90,12 @@ def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, 
         assert created.utcoffset() == dt.timedelta(0)
         assert abs(dt.datetime.now(dt.timezone.utc) - created) < dt.timedelta(minutes=10)
         assert rec["host"] == platform.node() and rec["overrides"] is None
-        if rec["git_commit"] is not None:  # a checkout: git says whether its tree had changes
+        assert rec["dfarun"] == importlib.metadata.version("dfarun")
+        if rec["git_commit"] is not None:  # a checkout: git says whether its code had changes, shown beside
             assert isinstance(rec["git_dirty"], bool)
+            assert (path.with_suffix(".diff").name in diffs) == rec["git_dirty"]
         else:
-            assert rec["git_dirty"] is None
+            assert rec["git_dirty"] is None and not diffs
         assert isinstance(rec["wall_seconds"], float) and rec["wall_seconds"] > 0
 
         assert rec["stop"] in STOPS
@@ -121,21 +126,21 @@ def test_second_run_skips_finished_seeds_extra_seed_trains_alone_force_retrains(
         make_cfg, train_calls, caplog):
     caplog.set_level(logging.INFO, logger="dfarun")
     cfg = make_cfg(SMALL, "seeds=[0,1]")
-    first = run(cfg)
+    first = run_records(cfg)
     assert train_calls == [[0, 1]]
     before = snapshot(cfg, (0, 1))
 
     caplog.clear()
-    again = run(cfg)
+    again = run_records(cfg)
     assert train_calls == [[0, 1]]                  # nothing retrained
     assert again == first
     assert snapshot(cfg, (0, 1)) == before          # files untouched
     assert "skipping seeds [0, 1]" in caplog.text
-    run(make_cfg(SMALL, "seeds=[0,1]", "save_weights=true"))  # the records stand: no weights, but words
+    run_records(make_cfg(SMALL, "seeds=[0,1]", "save_weights=true"))  # the records stand: no weights, but words
     assert train_calls == [[0, 1]] and "seeds [0, 1] were trained without it and have no weights" in caplog.text
 
     caplog.clear()
-    more = run(make_cfg(SMALL, "seeds=[0,1,2]"))
+    more = run_records(make_cfg(SMALL, "seeds=[0,1,2]"))
     assert train_calls[-1] == [2]                   # only the new seed
     assert len(train_calls) == 2
     assert [r["seed"] for r in more] == [0, 1, 2]
@@ -144,7 +149,7 @@ def test_second_run_skips_finished_seeds_extra_seed_trains_alone_force_retrains(
     assert snapshot(cfg, (0, 1)) == before
     assert "skipping seeds [0, 1]" in caplog.text
 
-    forced = run(make_cfg(SMALL, "seeds=[0,1]", "force=true"))
+    forced = run_records(make_cfg(SMALL, "seeds=[0,1]", "force=true"))
     assert train_calls[-1] == [0, 1]
     after = snapshot(cfg, (0, 1))
     assert all(after[s][0] != before[s][0] for s in (0, 1))   # rewritten
@@ -159,24 +164,24 @@ def test_unreadable_or_foreign_record_is_retrained(make_cfg, train_calls):
     path = store.record_path(cfg, 0)
     path.parent.mkdir(parents=True)
     path.write_text('{"format": 1, "seed": 0, "hist')          # truncated: not a record
-    rec = run(cfg)[0]
+    rec = run_records(cfg)[0]
     assert train_calls == [[0]]
     assert store.read(path) == rec
 
     path.write_text(json.dumps({**rec, "format": store.FORMAT + 1}))  # another layout
-    run(cfg)
+    run_records(cfg)
     assert train_calls == [[0], [0]]
     assert store.read(path)["format"] == store.FORMAT
 
 
 def test_runtime_keys_keep_the_record_a_changed_experiment_trains_anew(make_cfg, train_calls):
-    run(make_cfg(SMALL, "device=cpu", "seeds=[0]"))
+    run_records(make_cfg(SMALL, "device=cpu", "seeds=[0]"))
     assert train_calls == [[0]]
     # other device, data_dir and seed list: seed 0 is the same experiment and is skipped
-    run(make_cfg(SMALL, "device=auto", "data_dir=/nonexistent/elsewhere", "seeds=[1,0]"))
+    run_records(make_cfg(SMALL, "device=auto", "data_dir=/nonexistent/elsewhere", "seeds=[1,0]"))
     assert train_calls == [[0], [1]]
     # another learning rate is another experiment
-    run(make_cfg(SMALL, "lr=0.002", "seeds=[0]"))
+    run_records(make_cfg(SMALL, "lr=0.002", "seeds=[0]"))
     assert train_calls == [[0], [1], [0]]
 
 
@@ -229,7 +234,7 @@ def test_bad_values_raise_one_line_config_error_and_write_nothing(
         make_cfg, tmp_path, train_calls, override, key, shown):
     cfg = make_cfg(SMALL, override)
     with pytest.raises(ConfigError) as info:
-        run(cfg)
+        run_records(cfg)
     msg = str(info.value)
     assert isinstance(info.value, DfarunError)
     assert "\n" not in msg
@@ -272,12 +277,12 @@ def test_every_model_and_method_composes_and_validates(make_cfg, model, method):
 # --- alignment tracking and the experiment key --------------------------------------------
 
 def test_alignment_tracking_lands_in_the_history(make_cfg):
-    [rec] = run(make_cfg("model=3x50_tanh", "method=dfa", "track_alignment=true", "align_every=2"))
+    [rec] = run_records(make_cfg("model=3x50_tanh", "method=dfa", "track_alignment=true", "align_every=2"))
     for row in rec["history"]:
         assert len(row["align_signal"]) == len(row["align_update"]) == 3  # one angle per hidden layer
     last = rec["history"][-1]["align_signal"]
     assert all(0 <= a < 90 for a in last)  # DFA's signal has aligned with back-propagation's
-    [plain] = run(make_cfg("model=3x50_tanh", "method=dfa"))
+    [plain] = run_records(make_cfg("model=3x50_tanh", "method=dfa"))
     assert "align_signal" not in plain["history"][0]  # off: nothing measured, nothing stored
 
 

@@ -26,7 +26,7 @@ import torch
 import dfarun.run.runner as runner
 from dfarun.run import store
 from dfarun.report import tables
-from dfarun.run.runner import run
+from dfarun.run.runner import run_records
 
 from helpers import DFARUN, cli_env
 
@@ -43,10 +43,11 @@ def essentials(rec: dict) -> dict:
 
 
 def store_files(root: Path) -> list[str]:
-    """The store's files, less Hydra's sweep folders and the live histories (progress.py's, which
-    grow as training goes; the records are what must be whole)."""
+    """The store's files, less Hydra's sweep folders, the live histories (progress.py's, which
+    grow as training goes; the records are what must be whole) and the code diffs beside the
+    records of a checkout with uncommitted changes (test_run_provenance.py)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and not {"sweeps", "live"} & set(p.relative_to(root).parts))
+                  if p.is_file() and not {"sweeps", "live"} & set(p.relative_to(root).parts) and p.suffix != ".diff")
 
 
 # --- threads -----------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def test_threads_with_overlapping_seed_lists_train_each_seed_exactly_once(make_c
     def job(i):
         try:
             start.wait()
-            results[i] = run(cfgs[i])
+            results[i] = run_records(cfgs[i])
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
@@ -162,7 +163,7 @@ def test_concurrent_jobs_killed_at_random_then_rerun_give_the_uninterrupted_tabl
     try:
         for method in ("bp", "dfa"):
             for seeds in ("[0,1,2,3]", "[2,3,4,5]"):
-                run(make_cfg(*ARGS, f"method={method}", f"seeds={seeds}", f"store={tmp_path / 'reference'}",
+                run_records(make_cfg(*ARGS, f"method={method}", f"seeds={seeds}", f"store={tmp_path / 'reference'}",
                              tiny=False))
     finally:
         torch.set_num_threads(threads)

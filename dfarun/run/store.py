@@ -238,6 +238,15 @@ def write(path: Path, record: dict) -> None:
     atomic.write(path, lambda f: json.dump(_finite(record), f, indent=1, allow_nan=False))
 
 
+def write_diff(path: Path, diff: str | None) -> None:
+    """The uncommitted changes to the code that made a record, beside it (`<record>.diff`); with
+    none, a diff an earlier run of the seed left there goes."""
+    if diff:
+        atomic.write_text(path, diff)
+    else:
+        path.unlink(missing_ok=True)
+
+
 # --- live histories (progress.Reporter writes them; tables and figures never read them) ----------
 
 def live_path(cfg: DictConfig, seed: int) -> Path:
@@ -299,6 +308,7 @@ def check_paths(cfg: DictConfig, write: bool) -> None:
     paths = {"records": [record_path(cfg, s) for s in cfg.seeds], "checkpoint": [checkpoint_path(cfg)],
              "locks": [job_lock(cfg), *(seed_lock(cfg, s) for s in cfg.seeds)]}
     paths["live history"] = [live_path(cfg, s) for s in cfg.seeds]
+    paths["code diff"] = [record_path(cfg, s).with_suffix(".diff") for s in cfg.seeds]
     if cfg.save_weights:
         paths["weights"] = [record_path(cfg, s).with_suffix(".pt") for s in cfg.seeds]
     try:
