@@ -17,7 +17,7 @@ from dfarun.config.schema import epoch_limit
 from dfarun.engine.nets import MLP, Dropout
 from dfarun.engine.rules import RULES
 from dfarun.config.schema import row_label
-from dfarun.run.runner import run
+from dfarun.run.runner import run_records
 from dfarun.engine.state import init_state
 from dfarun.engine.train import Protocol
 
@@ -214,7 +214,7 @@ def test_adversarial_reg_trains_through_run_with_eps_008(make_cfg, monkeypatch):
     real = step.fgsm
     monkeypatch.setattr(step, "fgsm", lambda net, x, t, eps: (calls.append(eps), real(net, x, t, eps))[1])
     cfg = make_cfg(SMALL, "method=dfa", "reg=adversarial", "seeds=[0,1]")
-    records = run(cfg)
+    records = run_records(cfg)
     assert calls and set(calls) == {0.08}
     assert len(calls) == 2 * 4                  # every batch of 2 epochs x 256/64 batches
     for rec in records:
@@ -230,7 +230,7 @@ def test_dropout_reg_trains_through_run(make_cfg, monkeypatch):
     real = step.updates
     monkeypatch.setattr(step, "updates",
                         lambda net, fb, rule, x, t, dropout=None: (used.append(dropout), real(net, fb, rule, x, t, dropout))[1])
-    records = run(make_cfg(SMALL, "method=dfa", "reg=dropout"))
+    records = run_records(make_cfg(SMALL, "method=dfa", "reg=dropout"))
     assert used and all(d is not None and (d.p_input, d.p_hidden) == (0.1, 0.5) for d in used)
     assert records[0]["config"]["reg"]["p_hidden"] == 0.5
     assert records[0]["row"] == "3x50 Tanh + DO"
@@ -253,7 +253,7 @@ def test_dropout_row_sets_model_reg_and_the_schedule_chosen_on_validation(make_c
 
 
 def test_train_epochs_ends_a_run_before_max_epochs(make_cfg):
-    records = run(make_cfg(SMALL, "method=bp", "train_epochs=2", "max_epochs=5", "seeds=[0,1]"))
+    records = run_records(make_cfg(SMALL, "method=bp", "train_epochs=2", "max_epochs=5", "seeds=[0,1]"))
     assert [(r["epochs"], r["stop"]) for r in records] == [(2, "max_epochs")] * 2
 
 
