@@ -58,15 +58,15 @@ def describe(err: BaseException) -> tuple[int, str]:
         return BAD_INPUT, f"error: {err}"
     from hydra.errors import HydraException
     if isinstance(err, (HydraException, OmegaConfBaseException)):  # composing, past check_args
-        return BAD_INPUT, f"error: cannot compose the config: {_first_line(err)}"
-    text = f"{type(err).__name__}: {_first_line(err)}"
+        return BAD_INPUT, f"error: {compose_error(err)}"
+    text = f"{type(err).__name__}: {first_line(err)}"
     if isinstance(err, MemoryError) or _says_memory(err):
         return FAILED, (f"error: out of memory ({_cut(text)}); use fewer seeds per job, a smaller model, "
                         f"batch_size or data set, or another device; then {RESUME}")
     # an OSError, or what torch's C++ writer made of one ("unexpected pos" after a full disk)
     if (os_err := next((e for e in _chain(err) if isinstance(e, OSError)), None)) is not None:
         where = f" ({os_err.filename})" if getattr(os_err, "filename", None) else ""
-        why = os_err.strerror or f"{type(os_err).__name__}: {_first_line(os_err)}"
+        why = os_err.strerror or f"{type(os_err).__name__}: {first_line(os_err)}"
         return FAILED, (f"error: {why}{where}; make sure the folder is there, writable and "
                         f"not full, then {RESUME}")
     return FAILED, (f"error: unexpected {_cut(text)}; {RESUME}, or run it with DFARUN_DEBUG=1 to see the "
@@ -143,7 +143,16 @@ def _says_memory(err: BaseException) -> bool:
     return type(err).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
 
 
-def _first_line(err: BaseException) -> str:
+def compose_error(err: BaseException) -> str:
+    """Hydra's or OmegaConf's words for a config that does not compose, in one line, with the
+    OmegaConf error under Hydra's."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        text += f" ({first_line(err.__cause__)})"
+    return f"cannot compose the config: {text}"
+
+
+def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

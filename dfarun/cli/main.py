@@ -1,16 +1,20 @@
-"""The `dfarun` console script: a thin Hydra wrapper around runner.run.
+"""The `dfarun` console script: a thin Hydra app around runner.run.
 
-Before Hydra starts, `check_args` composes the config as Hydra will (each job of a `-m`
-sweep) and validates it, so that any bad input -- an override that does not parse, an unknown
-key or group option, a wrong type, a bad value, a missing device or folder -- is one line
-on stderr and exit code 2, before anything is written (Hydra's own compose errors would be
-several lines and exit code 1). It imports no torch until the config is known to compose.
-Grids and rows are checked against the command line too (grids.py). Whatever escapes later, in
-any job, is one line as well, with its own exit code (guard.py).
+Before Hydra starts, `check_args` composes the config of every job Hydra will run (each job of
+a `-m` sweep, `hydra.sweeper.params` included) through Hydra's compose API and validates them
+all, so that bad input -- an override that does not parse, an unknown key or group option, a
+wrong type, a bad value, a missing device or folder -- is one line on stderr and exit code 2
+before any job trains or anything is written. Hydra's and OmegaConf's own errors are put in one
+line by one rule (`_one_line`). No torch is imported until every job has composed. Whatever
+escapes later, in any job, is one line as well, with its own exit code (guard.py).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import copy
+import functools
+import itertools
 import logging
 import os
 import re
@@ -22,14 +26,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from dfarun.cli.guard import catch_sigterm, compose_error, first_line, in_job, report
 from dfarun.config import grids
-from dfarun.config.schema import CONF_DIR, expected, unknown_key
-from dfarun.errors import ConfigError, DfarunError, check_folder
 from dfarun.config.checks import validate
-from dfarun.cli.guard import catch_sigterm, in_job, report
+from dfarun.config.schema import CONF_DIR, default_data_dir, expected, unknown_key
+from dfarun.errors import ConfigError, DfarunError, check_folder
 
 CONFIG_NAME = "config"
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def _jobs(threads_per_job: int = 4) -> int:
@@ -82,14 +85,37 @@ def main() -> None:
     try:
         with catch_sigterm():
             check_args(sys.argv[1:])
+            sys.argv[1:] = _show_data_dir(sys.argv[1:])
             from dfarun.cli.slurm import install  # hydra/launcher=slurm: a wait and errors fit for a real cluster
             install()
-            with _hydra_raises():
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a job's error, to the guard below, not prints it
+            with contextlib.redirect_stderr(_WithoutHydraJobError(sys.stderr)):
                 _main()
     except SystemExit:  # --help and the like
         raise
     except BaseException as err:  # noqa: BLE001 - every way out is reported, in one line
         sys.exit(report(err))
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command line as Hydra reads it (its flags: hydra.cc/docs/advanced/hydra-command-line-flags);
+    a mistake is one line, not argparse's usage."""
+    parser = argparse.ArgumentParser(prog="dfarun", add_help=False)
+    parser.error = _usage_error
+    for flags in ("--help -h", "--hydra-help", "--version", "--resolve", "--run -r", "--multirun -m",
+                  "--shell-completion -sc"):
+        parser.add_argument(*flags.split(), action="store_true")
+    for flags in ("--package -p", "--config-path -cp", "--config-name -cn", "--config-dir -cd", "--experimental-rerun"):
+        parser.add_argument(*flags.split())
+    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+    parser.add_argument("--info", "-i", nargs="?", const="all",
+                        choices=["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
+    parser.add_argument("overrides", nargs="*")
+    return parser.parse_args(argv)
+
+
+def _usage_error(message: str):
+    raise DfarunError(f"{message}; expected dfarun [-m] [key=value ...], flags first (dfarun --help)")
 
 
 def _expand_home(arg: str) -> str:
@@ -101,238 +127,225 @@ def _expand_home(arg: str) -> str:
         return f"{key}={os.path.expanduser(value)}"
     if not (eq and not key.startswith("-") and HOME_PATH.fullmatch(value)):
         return arg
-    path = os.path.expanduser(value)
-    return arg if "'" in path else f"{key}='{path}'"  # a home with a quote in its name: left to Hydra
+    quoted = _quoted(os.path.expanduser(value))
+    return f"{key}={quoted}" if quoted else arg  # a home with a quote in its name: left to Hydra
 
 
 HOME_PATH = re.compile(r"~[\w./+-]*")  # ~, ~/data, ~user/data: no quotes, commas or brackets to mind
 
 
-@contextlib.contextmanager
-def _hydra_raises():
-    """Hydra prints a job's exception with its traceback and exits 1 unless HYDRA_FULL_ERROR=1,
-    with which it raises it: to main's guard. Its own line before that ("Error executing job
-    with overrides: [...]") is left out: the guard's line says what failed."""
-    before, stderr = os.environ.get("HYDRA_FULL_ERROR"), sys.stderr
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    sys.stderr = _WithoutHydraJobError(stderr)
-    try:
-        yield
-    finally:
-        sys.stderr = stderr
-        if before is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = before
+def _quoted(path: str) -> str | None:
+    """A path as a quoted value of Hydra's grammar; None where quotes would not keep it as it is."""
+    return None if any(c in path for c in "'\\$") else f"'{path}'"
+
+
+def _show_data_dir(argv: list[str]) -> list[str]:
+    """--cfg and --help show data_dir's default as the folder it stands for, not as the
+    resolver that finds it (conf/config.yaml: ${dfarun.data_dir:})."""
+    args, quoted = _parse(argv), _quoted(default_data_dir())
+    if not (args.cfg or args.help) or not quoted or any(o.lstrip("+~").startswith("data_dir=") for o in args.overrides):
+        return argv
+    return [*argv, f"data_dir={quoted}"]
 
 
 class _WithoutHydraJobError:
-    """A stream that passes on everything but Hydra's "Error executing job" line."""
+    """stderr without Hydra's line before a job's error ("Error executing job with overrides:
+    [...]"): the guard's line says what failed."""
 
     def __init__(self, stream):
         self._stream = stream
 
     def write(self, text: str) -> int:
-        if text.startswith("Error executing job with overrides: "):
-            return len(text)
-        return self._stream.write(text)
+        return len(text) if text.startswith("Error executing job with overrides: ") else self._stream.write(text)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
 
 
 def check_args(argv: list[str]) -> list[DictConfig]:
-    """Compose and validate the config(s) that `dfarun argv` would run; return them.
-    --help, --info and the like, and another --config-path (primary config folder), are left to
-    Hydra; --config-dir (a folder of more config groups' options) is composed with."""
+    """Compose and validate the config of every job that `dfarun argv` would run; return them.
+    --help, --info and the like, and another primary config (--config-path, --config-name with
+    --config-dir, a hydra.searchpath of one's own) are left to Hydra."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException, OverrideParseException
-    from hydra.types import RunMode
+    from hydra.errors import HydraException
 
-    argparser = get_args_parser()
-    argparser.error = _usage_error  # argparse prints its usage, several lines: one line instead
-    args = argparser.parse_args(argv)
-    if (args.help or args.hydra_help or args.info or args.shell_completion or args.config_path
-            or args.experimental_rerun):
+    args = _parse(argv)
+    if any(vars(args)[flag] for flag in ("help", "hydra_help", "version", "info", "shell_completion", "config_path",
+                                         "experimental_rerun")):
         return []
-    search, extra = [], None  # --config-dir: its options (model/<name>.yaml, ...) join ours, as in Hydra
-    if args.config_dir is not None:
-        extra = Path(args.config_dir)
-        if not (args.config_dir and extra.is_dir()):  # Hydra would take '' for the current folder
-            raise DfarunError(f"--config-dir={args.config_dir!r}: no such folder; expected a folder of config "
-                              "groups' options, e.g. model/<name>.yaml")
-        _check_not_shadowed(extra)
-        search = [f"hydra.searchpath=['file://{extra.resolve()}']"]
-    # composed here only as Hydra will compose it: another search path, a primary config of the
-    # --config-dir's own, or a folder name the override grammar cannot quote are left to Hydra
-    if any(o.split("=")[0].lstrip("+~") == "hydra.searchpath" for o in args.overrides) or (
-            extra and (args.config_name or any(c in str(extra.resolve()) for c in "'\\"))):
-        return []
-    name, overrides = args.config_name or CONFIG_NAME, list(args.overrides)
-    parser = OverridesParser.create()
-    parsed = []
-    for text in overrides:
-        try:
-            parsed += parser.parse_overrides([text])
-        except OverrideParseException as err:
-            lines = str(err).splitlines()
-            reason = lines[1] if len(lines) > 1 and lines[0].startswith("Error parsing") else lines[0]
-            quote = "; quote a path that starts with ~, as data_dir='~/a'" if "~" in text else ""
-            raise DfarunError(f"{text}: not an override ({reason}); expected key=value, e.g. "
-                              f"max_epochs=20 (grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)"
-                              f"{quote}") from None
-    multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN"
-                                    for o in parsed)
     if args.multirun + bool(args.cfg) + args.run > 1:
         raise DfarunError("-m, -c/--cfg and -r/--run: expected one of them at most")
     if args.package and not args.cfg:  # Hydra ignores it, and would start a run
         raise DfarunError(f"-p/--package={args.package}: shows part of a config, with --cfg job (or hydra, all)")
-    for o in parsed:
-        if o.is_sweep_override() and not multirun:
-            raise ConfigError(o.key_or_group, o.get_value_string(), "a sweep needs -m (--multirun); "
-                              f"a list is written {o.key_or_group}=[a,b]")
-    if not args.cfg:  # --cfg shows a config, contradictions and all
-        grids.check_command_line(parsed, multirun)
-    cfgs, sweep_dir = [], None
+    search = _search_path(args.config_dir, args.config_name)
+    name = args.config_name or CONFIG_NAME
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dfarun"):
-        try:  # a sweep's primary config (its grid, its sweep dir), composed once
-            primary = GlobalHydra.instance().hydra.compose_config(
-                name, search + overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False) if multirun else None
-            jobs = _sweep_jobs(primary, overrides) if multirun else [overrides]
-        except (HydraException, OmegaConfBaseException, ValueError) as err:
-            raise _one_line(err, overrides) from None
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        overrides = [_override(parser, text) for text in args.overrides]
+        if search is None or any(o.key_or_group == "hydra.searchpath" for o in overrides):
+            return []
+        multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN" for o in overrides)
+        for o in overrides:
+            if o.is_sweep_override() and not multirun:
+                raise ConfigError(o.key_or_group, o.get_value_string(), "a sweep needs -m (--multirun); "
+                                  f"a list is written {o.key_or_group}=[a,b]")
+        if not args.cfg:  # --cfg shows a config, contradictions and all
+            grids.check_command_line(overrides, multirun)
+
+        @functools.lru_cache(maxsize=None)  # the primary config is a sweep's only job where nothing is swept
+        def composed(job: tuple[str, ...]) -> DictConfig:
+            parsed = parser.parse_overrides(list(job))
+            for o in parsed:
+                _check_option(o, name, search)
+            try:
+                return compose(name, overrides=search + list(job), return_hydra_config=True)
+            except (HydraException, OmegaConfBaseException, ValueError) as err:
+                raise _one_line(err, parsed) from None
+
+        # a run's job; a sweep's primary config (its grid: hydra.sweeper.params, its folder), with
+        # the values written as the sweeper writes its jobs': a sweep of one job composes once
+        fixed = [_line(o) if multirun else o.input_line for o in overrides if not o.is_sweep_override()]
+        primary = composed(tuple(fixed))
+        jobs = _sweep(primary, overrides, parser) if multirun else [fixed]
+        cfgs = []
         for job in jobs:
             if not args.cfg:
                 grids.check_job(parser.parse_overrides(job))
-            try:
-                cfg, run_dir = _compose(compose, GlobalHydra.instance().config_loader(), name, job, search)
-            except (HydraException, OmegaConfBaseException, ValueError) as err:
-                raise _one_line(err, job) from None
-            cfgs.append(cfg)
-        if multirun and not args.cfg:
-            sweep_dir = _sweep_dir(primary)
+            cfgs.append(_without_hydra(composed(tuple(job))))
     if not args.cfg:  # --cfg shows a config, bad values and all
         from dfarun.run import store  # imports torch
 
         for cfg in cfgs:  # after composing them all: a compose error is found without importing torch
             validate(cfg)
             store.check_store(cfg)
-        if isinstance(sweep_dir, DfarunError):  # after validate, which names a root cause (~store) first
-            raise sweep_dir
-        if sweep_dir is not None:  # where Hydra writes multirun.yaml (under <store>/sweeps/)
-            check_folder("hydra.sweep.dir", sweep_dir, "for the sweep's multirun.yaml")
+        _check_folder(primary, multirun)
+        if multirun:
             _check_joblib(primary.hydra.launcher)
-        elif not multirun:  # a single run's working folder: "." unless hydra.run.dir says otherwise
-            if isinstance(run_dir, DfarunError):
-                raise run_dir
-            # Hydra writes nothing into it (output_subdir: null): it must only be there, or be makeable
-            check_folder("hydra.run.dir", run_dir, "for the run's working folder",
-                         write=not Path(run_dir).expanduser().is_dir())
     return cfgs
 
 
-def _check_not_shadowed(extra: Path) -> None:
-    """Hydra looks in dfarun's conf/ first: a --config-dir file at the same place as one of ours
-    (model/2x800_tanh.yaml, config.yaml) would never be read. Refused, unless it is a copy."""
-    for mine in sorted(extra.rglob("*.yaml")):
+def _override(parser, text: str):
+    """One command-line override, parsed; one that does not parse is one line."""
+    from hydra.errors import OverrideParseException
+    try:
+        return parser.parse_overrides([text])[0]
+    except OverrideParseException as err:  # "Error parsing override '...'", then the reason
+        reason = str(err).splitlines()[1 if str(err).startswith("Error parsing") else 0]
+        quote = "; quote a path that starts with ~, as data_dir='~/a'" if "~" in text else ""
+        raise DfarunError(f"{text}: not an override ({reason}); expected key=value, e.g. max_epochs=20 "
+                          f"(grammar: https://hydra.cc/docs/advanced/override_grammar/basic/){quote}") from None
+
+
+def _search_path(config_dir: str | None, config_name: str | None) -> list[str] | None:
+    """--config-dir (a folder of more config groups' options) as the hydra.searchpath override
+    that adds it; None where Hydra is left to compose alone (a primary config of the folder's
+    own, a folder name the override grammar cannot quote)."""
+    if config_dir is None:
+        return []
+    extra = Path(config_dir)
+    if not (config_dir and extra.is_dir()):  # Hydra would take '' for the current folder
+        raise DfarunError(f"--config-dir={config_dir!r}: no such folder; expected a folder of config "
+                          "groups' options, e.g. model/<name>.yaml")
+    for mine in sorted(extra.rglob("*.yaml")):  # Hydra looks in dfarun's conf/ first: such a file is never read
         ours = CONF_DIR / mine.relative_to(extra)
         if ours.is_file() and ours.read_bytes() != mine.read_bytes():
             raise DfarunError(f"--config-dir: {mine} stands where dfarun's own {ours.relative_to(CONF_DIR)} does, "
                               "which Hydra would read instead; give yours another name")
+    if config_name or any(c in str(extra.resolve()) for c in "'\\"):
+        return None
+    return [f"hydra.searchpath=['file://{extra.resolve()}']"]
+
+
+@functools.lru_cache(maxsize=None)
+def _listed(name: str, search: tuple[str, ...], path: str, groups: bool) -> tuple[str, ...]:
+    """The groups, or the options, in a folder of Hydra's search path (slow to list: once)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    kind = ObjectType.GROUP if groups else ObjectType.CONFIG
+    return tuple(GlobalHydra.instance().config_loader().get_group_options(path, kind, name, list(search)))
+
+
+def _check_option(o, name: str, search: list[str]) -> None:
+    """A group option that an override picks exists. Hydra would skip one of an optional group
+    (row=, experiment=) without a word, and name the others' in several lines."""
+    parent, _, leaf = o.key_or_group.rpartition("/")
+    if o.is_delete() or "." in o.key_or_group or leaf not in _listed(name, tuple(search), parent, True):
+        return  # a key, not a group
+    options = _listed(name, tuple(search), o.key_or_group, False)
+    if o.value() not in options:
+        raise ConfigError(o.key_or_group, o.value(), f"no such option; expected one of {', '.join(options)}")
+
+
+def _sweep(primary: DictConfig, overrides: list, parser) -> list[list[str]]:
+    """The jobs of a -m sweep, each as its overrides, as Hydra's basic sweeper makes them:
+    hydra.sweeper.params, then the command line, every combination of the swept values.
+    [] for another sweeper, whose jobs are its own."""
+    if primary.hydra.runtime.choices.get("hydra/sweeper") != "basic":
+        return []
+    params = [f"{k}={v}" for k, v in (primary.hydra.sweeper.get("params") or {}).items()]
+    columns = {o.get_key_element(): [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+               if o.is_sweep_override() else [_line(o)] for o in parser.parse_overrides(params) + overrides}
+    return [list(job) for job in itertools.product(*columns.values())]
+
+
+def _line(o) -> str:
+    """An override as Hydra's basic sweeper writes it into a job's overrides (compile=False, lr=0.001)."""
+    return f"{o.get_key_element()}={o.get_value_element_as_str()}"
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """A job's config as the task function gets it: without Hydra's node."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _check_folder(primary: DictConfig, multirun: bool) -> None:
+    """The folder Hydra makes for a sweep's multirun.yaml (its ${now:} differs by seconds: only
+    the folders above it matter), or a single run's working folder, into which Hydra writes
+    nothing (output_subdir: null): that one must only be there, or be makeable."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        folder = str(OmegaConf.select(primary, key))
+    except (OmegaConfBaseException, ValueError) as err:
+        raise DfarunError(f"{key}: cannot be resolved ({first_line(err)})") from None
+    check_folder(key, folder, "for the sweep's multirun.yaml" if multirun else "for the run's working folder",
+                 write=multirun or not Path(folder).expanduser().is_dir())
 
 
 def _check_joblib(launcher: DictConfig) -> None:
-    """hydra/launcher=parallel: the settings joblib would refuse only after Hydra has made the
-    sweep's folder (and with a traceback)."""
-    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
-        return
-    n, prefer = launcher.get("n_jobs"), launcher.get("prefer")
-    if not (n is None or (isinstance(n, int) and not isinstance(n, bool) and n != 0)):
-        raise ConfigError("hydra.launcher.n_jobs", n, "expected an int other than 0 (-1: one job per core)")
-    if prefer not in (None, "processes", "threads"):
-        raise ConfigError("hydra.launcher.prefer", prefer, "expected processes, threads or null")
+    """hydra/launcher=parallel: joblib's refusal of its settings, which would otherwise come
+    after Hydra has made the sweep's folder (the plugin sets the backend itself: loky)."""
+    if str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        import joblib
+        try:
+            joblib.effective_n_jobs(launcher.n_jobs)
+            joblib.Parallel(prefer=launcher.prefer, require=launcher.require)
+        except ValueError as err:
+            raise DfarunError(f"hydra.launcher: {err}") from None
 
 
-def _usage_error(message: str):
-    raise DfarunError(f"{message}; expected dfarun [-m] [key=value ...], flags first (dfarun --help)")
-
-
-def _sweep_dir(primary: DictConfig) -> str | DfarunError:
-    """The folder Hydra will make for a -m sweep, resolved now (its ${now:} differs by seconds:
-    only the folders above it matter); the error, when it does not resolve."""
-    try:
-        return str(primary.hydra.sweep.dir)
-    except (OmegaConfBaseException, ValueError) as err:
-        return DfarunError(f"hydra.sweep.dir: cannot be resolved ({_first_line(err)})")
-
-
-def _sweep_jobs(primary: DictConfig, overrides: list[str]) -> list[list[str]]:
-    """The jobs a -m sweep launches, each as its list of overrides (as Hydra's basic sweeper
-    expands the command line and hydra.sweeper.params); [] for another sweeper."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if primary.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
-        return []
-    params = [f"{k}={v}" for k, v in (primary.hydra.sweeper.get("params") or {}).items()]
-    parsed = OverridesParser.create().parse_overrides(params + overrides)
-    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-
-
-_OPTIONS: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-
-
-def _compose(compose, loader, name: str, overrides: list[str], search: list[str]
-             ) -> tuple[DictConfig, str | DfarunError]:
-    """One job's config, without Hydra's node, and its hydra.run.dir (the error, when that does
-    not resolve); an optional group (row, experiment) whose option does not exist is an error
-    here, where Hydra would skip it. `search`: the hydra.searchpath override of a --config-dir."""
-    from hydra.core.object_type import ObjectType
-
-    cfg = compose(name, overrides=search + overrides, return_hydra_config=True)
-    for group, choice in cfg.hydra.runtime.choices.items():
-        if choice is not None and not group.startswith("hydra/"):
-            if (key := (group, tuple(search))) not in _OPTIONS:  # slow to list: once per group
-                _OPTIONS[key] = loader.get_group_options(group, ObjectType.CONFIG, name, search)
-            if choice not in _OPTIONS[key]:
-                raise ConfigError(group, choice, f"no such option; expected one of {', '.join(_OPTIONS[key])}")
-    try:
-        run_dir: str | DfarunError = str(cfg.hydra.run.dir)
-    except (OmegaConfBaseException, ValueError) as err:
-        run_dir = DfarunError(f"hydra.run.dir: cannot be resolved ({_first_line(err)})")
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, run_dir
-
-
-def _one_line(err: Exception, overrides: list[str]) -> DfarunError:
-    """Hydra's and OmegaConf's compose errors, as one line naming the key, value and what
-    the schema allows."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def _one_line(err: Exception, overrides: list) -> DfarunError:
+    """Hydra's or OmegaConf's compose error in one line. Where it names a key: the key, its value
+    and what the schema allows there; a launcher whose plugin is missing: how to install it;
+    otherwise Hydra's own words."""
     from hydra.errors import MissingConfigException
 
-    values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(overrides)}
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
     key = getattr(cause, "full_key", None)
-    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
-        group, _, option = err.missing_cfg_file.rpartition("/")
-        return ConfigError(group, option, f"no such option; expected one of {', '.join(err.options)}")
+    values = {o.key_or_group: o.value() for o in overrides}
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
         return unknown_key(key, values.get(key, values.get(key.rpartition(".")[0])))
     if isinstance(cause, ValidationError) and key:
-        top = key.split("[")[0]
-        if top in values:
-            return ConfigError(top, values[top], f"expected {expected(top)}")
-        return DfarunError(f"{top}: {_first_line(cause)}; expected {expected(top)}")
-    text = _first_line(err)
-    if cause is not err:
-        text += f" ({_first_line(cause)})"
-    return DfarunError(f"cannot compose the config: {text}")
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        top = key.split("[")[0]  # seeds[0] -> seeds
+        return ConfigError(top, values[top], f"expected {expected(top)}") if top in values else \
+            DfarunError(f"{top}: {first_line(cause)}; expected {expected(top)}")
+    if isinstance(err, MissingConfigException) and (err.missing_cfg_file or "").startswith("hydra/launcher/"):
+        return ConfigError("hydra/launcher", values.get("hydra/launcher"), f"the Hydra launcher plugin it needs is not "
+                           f"installed (no {err.missing_cfg_file}); make install, or pip install 'dfarun[cluster]'")
+    return DfarunError(compose_error(err))
 
