@@ -1,9 +1,10 @@
 """The errors a user sees, and the two facts every layer needs about them.
 
 `DfarunError` is a problem the user can fix (one line, exit code 2); `ConfigError` names the
-key, the bad value and what is allowed. `interrupted` tells a Ctrl-C apart from a real
-failure. `check_folder` is the one check of a folder a job will read or write. This module
-imports only the standard library, so every layer may use it.
+key, the bad value and what is allowed (`check` raises one unless a condition holds).
+`interrupted` tells a Ctrl-C apart from a real failure. `check_folder` is the one check of a
+folder a job will read or write. This module imports only the standard library, so every layer
+may use it.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ _REPR = reprlib.Repr()  # a huge value is shown cut, so that the error stays one
 _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxlong = 160, 160, 12, 40
 
 
-def _need(ok: bool, key: str, value, allowed: str) -> None:
+def check(ok: bool, key: str, value, allowed: str) -> None:
+    """ConfigError(key, value, allowed) unless ok."""
     if not ok:
         raise ConfigError(key, value, allowed)
 
@@ -36,22 +38,22 @@ def _need(ok: bool, key: str, value, allowed: str) -> None:
 def check_folder(key: str, value: str, purpose: str, write: bool = True) -> None:
     """`value` is no file; with write=True, a folder it can write to, or can make (no file in
     the way, and the nearest existing folder above is writable)."""
-    _need(str(value).strip() != "", key, value, f"expected a folder {purpose}")
+    check(str(value).strip() != "", key, value, f"expected a folder {purpose}")
     try:
         path = Path(value).expanduser()
         if path.is_symlink() and not path.exists():
             raise ConfigError(key, value, f"is a broken symbolic link (to {os.readlink(path)}); "
                                           f"expected a folder {purpose}")
-        _need(not path.exists() or path.is_dir(), key, value, f"is a file; expected a folder {purpose}")
+        check(not path.exists() or path.is_dir(), key, value, f"is a file; expected a folder {purpose}")
         if not write:
             return
         near = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
     except (OSError, RuntimeError, ValueError) as err:  # a name too long, no permission, no $HOME for ~
         raise ConfigError(key, value, f"cannot be used ({getattr(err, 'strerror', None) or err}); "
                                       f"expected a folder {purpose}") from None
-    _need(near.is_dir(), key, value, f"{near} is a file, so the folder cannot be made; "
+    check(near.is_dir(), key, value, f"{near} is a file, so the folder cannot be made; "
                                       f"expected a folder {purpose}")
-    _need(os.access(near, os.W_OK | os.X_OK), key, value, f"{near} is not writable; expected a folder {purpose}")
+    check(os.access(near, os.W_OK | os.X_OK), key, value, f"{near} is not writable; expected a folder {purpose}")
 
 
 def interrupted(err: BaseException) -> bool:

@@ -1,195 +1,91 @@
-"""`validate(cfg)` and the value checks behind it: ranges, names, the conv net's shape, and whether
-the job can fit in this machine's memory at all.
+"""`validate(cfg)`: one checker for what the schema declares (schema.py: each key's own range,
+choices or pattern, and the rules across keys), then what cannot be declared: whether the conv
+net's blocks fit its images, and whether the job can fit in this machine's memory at all.
 
-The schema (config.py) fixes each key's type; these fix what each value may be, so that a
-run that starts can finish: every number in range and finite, every name usable in a file
-name, every size something the machine can hold. Each failure is one ConfigError naming the
-key, the bad value and what is allowed.
+Each failure is one ConfigError naming the key, the bad value and what is allowed (exit code 2).
 """
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import math
+import operator
 import os
 import re
-from functools import lru_cache
+import typing
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from dfarun.config import schema as config
-from dfarun.config.schema import CONF_DIR, Config, LOGGERS, check_structure, SCHEDULES, conv_dropout, effective_lr
-from dfarun.errors import ConfigError
-from dfarun.engine.nets import dropout_on
-from dfarun.config.schema import _check as check
+from dfarun.config.schema import Config, cross_checks, expected, resolve_device, unknown_key
+from dfarun.errors import ConfigError, DfarunError, check
 
-MAX_DEPTH = 1000  # hidden layers; the paper's deepest net has 100 (each layer costs Python time)
-# model.name goes into every record's file name: no separators, no leading dot, not too long
-FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
-NAME_RULE = "expected 1 to 64 letters, digits or _.+- starting with a letter or digit (it names the record files)"
-
-
-@lru_cache(maxsize=None)
-def figures() -> tuple[str, ...]:
-    """The `figure:` names the experiments in conf/experiment/ set."""
-    names = {OmegaConf.load(p).get("figure") for p in sorted((CONF_DIR / "experiment").glob("*.yaml"))}
-    return tuple(sorted(n for n in names if n))
+BOUNDS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first bad key. Hydra checked the types on compose; this
-    checks the rest: every key there and known, no ??? left, ranges and names (checks.py),
-    the device, the memory the job needs and the data folder (the store's folders: store.check_paths)."""
+    """Raise ConfigError naming the first bad key: every key there and known, no ??? left, each
+    value as its field declares, the rules across keys, the conv net's shape, the device, the
+    memory the job needs and the data folder (the store's folders: store.check_store)."""
     from dfarun.engine.data import check_data_dir
 
-    check_structure(cfg, Config)
-    check_values(cfg)
+    check_keys(cfg, Config)
+    for key, ok, allowed in cross_checks(cfg):
+        value = OmegaConf.select(cfg, key)
+        check(ok, key, list(value) if OmegaConf.is_list(value) else value, allowed)
     if cfg.model.channels:
         check_conv(cfg)
-    check_memory(cfg, config.resolve_device(cfg.device))
+    check_memory(cfg, resolve_device(cfg.device))
     check_data_dir(cfg.dataset.name, cfg.data_dir)
 
 
-def check_values(cfg: DictConfig) -> None:
-    """Every value of a composed config (types already checked) within its range."""
-    from dfarun.engine.data import CLASSES, LOADERS, SIZES
-    from dfarun.engine.nets import ACTIVATIONS
-    from dfarun.engine.rules import RULES
-
-    d, m, reg = cfg.dataset, cfg.model, cfg.reg
-    check(cfg.method.name in RULES, "method.name", cfg.method.name, f"expected one of {', '.join(sorted(RULES))}")
-    check(m.activation in ACTIVATIONS, "model.activation", m.activation,
-          f"expected one of {', '.join(sorted(ACTIVATIONS))}")
-    check(d.name in LOADERS, "dataset.name", d.name, f"expected one of {', '.join(sorted(LOADERS))}")
-    check(cfg.logger.name in LOGGERS, "logger", cfg.logger.name, f"expected one of {', '.join(LOGGERS)}")
-    if cfg.logger.name == "tensorboard":
-        check(importlib.util.find_spec("tensorboard") is not None, "logger", "tensorboard",
-              "the tensorboard package is not installed (make install, or pip install 'dfarun[tensorboard]')")
-    check(FILE_NAME.fullmatch(m.name) is not None, "model.name", m.name, NAME_RULE)
-    for key, value in (("model.label", m.label), ("reg.label", reg.label), ("reg.name", reg.name),
-                       ("profile", cfg.profile)):  # printed in logs and tables: one line each
-        check(value.isprintable() and len(value) <= 100, key, value, "expected printable text, at most 100 characters")
-    check(cfg.table in (None, 1, 2, 3), "table", cfg.table, "expected null, 1, 2 or 3 (the paper's tables)")
-    check(cfg.figure is None or cfg.figure in figures(), "figure", cfg.figure, f"expected null or one of {list(figures())}")
-    for key in ("store", "data_dir"):
-        check(cfg[key].strip() != "", key, cfg[key], f"expected a folder ({key}=. for the current one)")
-    _check_dataset(d, CLASSES, SIZES)
-    check(1 <= m.depth <= MAX_DEPTH, "model.depth", m.depth, f"expected an int in [1, {MAX_DEPTH}]")
-    check(m.width >= 1, "model.width", m.width, "expected an int >= 1")
-    seeds = list(cfg.seeds)
-    check(len(seeds) > 0, "seeds", seeds, "expected a non-empty list of ints, e.g. seeds=[0,1,2]")
-    check(len(set(seeds)) == len(seeds), "seeds", seeds, "expected distinct seeds")
-    check(all(s >= 0 for s in seeds), "seeds", seeds, "expected ints >= 0")
-    check(cfg.max_epochs >= 1, "max_epochs", cfg.max_epochs, "expected an int >= 1")
-    check(cfg.train_epochs is None or cfg.train_epochs >= 1, "train_epochs", cfg.train_epochs,
-          "expected an int >= 1, or null for max_epochs alone")
-    check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "expected an int >= 1")
-    check(cfg.seed_stack is None or cfg.seed_stack >= 1, "seed_stack", cfg.seed_stack,
-          "expected an int >= 1, or null for the device's choice")
-    check(_positive(d.lr), "dataset.lr", d.lr, "expected a float in (0, 3.4e38] (float32's range)")
-    check(_positive(effective_lr(cfg)), "lr", effective_lr(cfg),
-          "expected a float in (0, 3.4e38] (float32's range), or null for the data set's rate")
-    check(math.isfinite(cfg.rmsprop_init) and cfg.rmsprop_init >= 0, "rmsprop_init", cfg.rmsprop_init,
-          "expected a finite float >= 0 (RMSprop's initial mean square)")
-    check(cfg.schedule in SCHEDULES, "schedule", cfg.schedule, f"expected one of {list(SCHEDULES)}")
-    if cfg.schedule == "step":
-        check(cfg.halve_every >= 1, "halve_every", cfg.halve_every,
-              "expected an int >= 1 (epochs between halvings) with schedule=step")
-    else:
-        check(cfg.halve_every == 0, "halve_every", cfg.halve_every,
-              f"expected 0: read only with schedule=step (schedule is {cfg.schedule})")
-    for key in ("p_input", "p_hidden"):
-        check(0 <= reg[key] < 1, f"reg.{key}", reg[key], "expected a probability in [0, 1)")
-    check(_scale(reg.eps), "reg.eps", reg.eps, "expected a float in [0, 3.4e38] (float32's range)")
-    _check_reg_name(reg, dropout_on(reg.p_input, reg.p_hidden, conv_dropout(cfg)))
-    check(cfg.freeze_first_epochs >= 0, "freeze_first_epochs", cfg.freeze_first_epochs, "expected an int >= 0")
-    check(cfg.align_every >= 1, "align_every", cfg.align_every, "expected an int >= 1 (steps)")
-    if cfg.val:
-        n, held = d.train_size or SIZES.get(d.name, (0,))[0], config.VAL_SIZE  # read now: tests shrink it
-        check(n > held, "val", True, f"needs more than {held} training examples (dataset.train_size={n})")
+def check_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Every key is in the schema (`+key=` can add one) and none is deleted (`~key`, which the
+    schema does not notice) or left at ???; every value resolves and is what its field allows."""
+    fields, types = {f.name: f for f in dataclasses.fields(schema)}, typing.get_type_hints(schema)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    present = set(cfg.keys())  # `key in cfg` is false for a ??? value too
+    for key in fields:
+        if key not in present:
+            raise DfarunError(f"~{prefix}{key}: keys cannot be deleted; set a value instead, "
+                              f"{prefix}{key}=<{expected(prefix + key)}>")
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise unknown_key(path, raw[key])
+        check(not OmegaConf.is_missing(cfg, key), path, raw[key], f"missing value; expected {expected(path)}")
+        if dataclasses.is_dataclass(types[key]):
+            check_keys(cfg[key], types[key], f"{path}.")
+            continue
+        try:
+            value = cfg[key]
+        except OmegaConfBaseException as err:
+            raise ConfigError(path, raw[key], f"cannot be resolved ({str(err).splitlines()[0]})") from None
+        value = list(value) if OmegaConf.is_list(value) else value
+        check(allows(fields[key].metadata, value), path, value, f"expected {expected(path)}")
 
 
-# reg.name goes into records and tables as what the run did: it must say what reg's values do,
-# so that reg.name=dropout alone (no probabilities) is refused rather than trained without dropout
-REGULARISERS = {  # name -> (dropout on, fast-gradient-sign on)
-    "none": (False, False),
-    "dropout": (True, False),
-    "adversarial": (False, True),
-}
-
-
-def _check_reg_name(reg: DictConfig, dropout: bool) -> None:
-    doing = (dropout, reg.eps > 0)
-    names = [name for name, does in REGULARISERS.items() if does == doing]
-    check(reg.name in REGULARISERS, "reg.name", reg.name,
-          f"expected one of {list(REGULARISERS)} (reg=<name> sets its values)")
-    check(reg.name in names, "reg.name", reg.name,
-          f"does not match reg's values (dropout {'on' if dropout else 'off'}, eps={reg.eps}): "
-          + (f"expected {names[0]} for these values, or reg={reg.name} alone for its own" if names else
-             "dropout and adversarial training together have no name here (the paper never combines them)"))
-
-
-FLOAT32_MAX = 3.4028234663852886e38  # rates and scales meet float32 tensors: larger is inf there
-
-
-def _positive(x: float) -> bool:
-    return 0 < x <= FLOAT32_MAX
-
-
-def _scale(x: float) -> bool:
-    return 0 <= x <= FLOAT32_MAX
-
-
-def _check_dataset(d: DictConfig, classes: dict, sizes: dict) -> None:
-    size = d.train_size
-    check(size is None or size >= 1, "dataset.train_size", size, "expected null or an int >= 1")
-    check(d.data_seed >= 0, "dataset.data_seed", d.data_seed, "expected an int >= 0")
-    check(_positive(d.zca_eps), "dataset.zca_eps", d.zca_eps, "expected a float > 0")
-    if d.name == "synthetic":  # generated: every size must be given
-        check(d.classes >= 2, "dataset.classes", d.classes, "expected an int >= 2")
-        for key in ("train_size", "test_size", "features"):
-            check(d[key] is not None and d[key] >= 1, f"dataset.{key}", d[key], "expected an int >= 1")
-        check(_scale(d.noise), "dataset.noise", d.noise, "expected a float in [0, 3.4e38] (float32's range)")
-        if d.shape is not None:
-            shape = list(d.shape)
-            check(len(shape) == 3 and all(n >= 1 for n in shape), "dataset.shape", shape,
-                  "expected null or [C,H,W], three ints >= 1")
-            check(math.prod(shape) == d.features, "dataset.shape", shape,
-                  f"expected C*H*W = dataset.features ({d.features})")
-        return
-    # a real data set: its sizes are the files'; the synthetic-only keys would be silently ignored
-    real_classes, (n_train, _) = classes.get(d.name), sizes.get(d.name, (None, None))
-    check(real_classes is None or d.classes == real_classes, "dataset.classes", d.classes,
-          f"expected {real_classes}: {d.name} has {real_classes} classes")
-    check(size is None or n_train is None or size <= n_train, "dataset.train_size", size,
-          f"expected null or an int in [1, {n_train}]: {d.name} has {n_train} training examples")
-    for key in ("test_size", "features", "shape"):
-        check(d[key] is None, f"dataset.{key}", d[key], f"synthetic data only; expected null for {d.name}")
-    check(d.noise == 0 and d.data_seed == 0, "dataset.noise" if d.noise else "dataset.data_seed",
-          d.noise or d.data_seed, f"synthetic data only; expected the default (0) for {d.name}")
+def allows(meta, value) -> bool:
+    """`value` is what a field's metadata declares (schema.py lists the keys). None passes: the
+    type (checked on compose) says whether null is allowed. NaN fails every bound."""
+    if value is None:
+        return True
+    if isinstance(value, list):
+        return (len(value) >= meta.get("min_len", 0) and len(value) == meta.get("length", len(value))
+                and not (meta.get("distinct") and len(set(value)) < len(value))
+                and all(allows(meta, item) for item in value))
+    choices = meta.get("choices")
+    return ((choices is None or value in (choices() if callable(choices) else choices))
+            and all(op(value, meta[k]) for k, op in BOUNDS.items() if k in meta)
+            and ("pattern" not in meta or re.fullmatch(meta["pattern"], value) is not None))
 
 
 def check_conv(cfg: DictConfig) -> None:
-    """A conv net: its blocks must fit the data set's images, and the rule must know conv nets."""
+    """A conv net: its pooling blocks must leave at least one pixel of the data set's images."""
     from dfarun.engine.conv import ConvArch
     from dfarun.engine.data import image_shape
-    from dfarun.engine.rules import RULES
 
-    m = cfg.model
-    conv_rules = sorted(k for k, r in RULES.items() if r.conv)
-    check(RULES[cfg.method.name].conv, "method.name", cfg.method.name,
-          f"not defined for conv nets (model.channels set); expected one of {conv_rules}")
-    check(all(c >= 1 for c in m.channels), "model.channels", list(m.channels), "expected ints >= 1")
-    check(m.kernel >= 1 and m.kernel % 2 == 1, "model.kernel", m.kernel, "expected an odd int >= 1")
-    check(m.pool >= 1, "model.pool", m.pool, "expected an int >= 1")
-    check(m.pool_stride >= 1, "model.pool_stride", m.pool_stride, "expected an int >= 1")
-    p_conv = list(cfg.reg.p_conv)
-    check(not p_conv or len(p_conv) == len(m.channels), "reg.p_conv", p_conv,
-          f"expected [] or one probability per conv block ({len(m.channels)})")
-    check(all(0 <= p < 1 for p in p_conv), "reg.p_conv", p_conv, "expected probabilities in [0, 1)")
-    shape = image_shape(cfg.dataset)
-    check(shape is not None, "dataset.shape", None,
-          "a conv net needs images: set dataset.shape=[C,H,W] with C*H*W = dataset.features")
+    m, shape = cfg.model, image_shape(cfg.dataset)
     last = ConvArch(shape, tuple(m.channels), (), cfg.dataset.classes, m.kernel, m.pool, m.pool_stride).blocks()[-1]
     check(min(last[1:]) >= 1, "model.channels", list(m.channels),
           f"too many pooling blocks for {list(shape)} images (each maps n -> (n - {m.pool}) // {m.pool_stride} + 1)")
