@@ -27,7 +27,9 @@ def assert_only_records(runs: Path, also: set[str] = frozenset()) -> None:
     empty once no job runs), live/ (each seed's history as it was written) and what `also` names."""
     files = {p.name for p in runs.iterdir() if p.is_file()}
     folders = {p.name for p in runs.iterdir() if p.is_dir()}
-    assert files == {p.name for p in records(runs)}  # no temp files either
+    # a record made from code with uncommitted changes has that diff beside it (provenance)
+    diffs = {p.with_suffix(".diff").name for p in records(runs) if json.loads(p.read_text())["git_dirty"]}
+    assert files == {p.name for p in records(runs)} | diffs  # no temp files either
     assert "live" in folders and folders <= {"locks", "checkpoints", "live"} | set(also), folders
     assert not list(runs.glob("locks/*")) and not list(runs.glob("checkpoints/*"))
 

@@ -125,7 +125,7 @@ def test_a_junk_file_at_a_records_path_is_not_a_finished_seed(tmp_path, make_cfg
     path.parent.mkdir(parents=True)
     for junk in ({"format": store.FORMAT}, {"format": store.FORMAT, "seed": 0, "stop": "converged"}):
         path.write_text(json.dumps(junk))
-        [rec] = runner.run(cfg)
+        [rec] = runner.run_records(cfg)
         assert rec["epochs"] == 1 and len(rec["history"]) == 1
         assert store.finished(path) == rec  # replaced by the real record
         assert f"ignoring {path}" in caplog.text

@@ -63,14 +63,14 @@ def _set_threads() -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> float:
     from dfarun.run.runner import run
 
-    def job() -> None:
+    def job() -> float:
         logging.raiseExceptions = False  # in a joblib worker too: see main
         _set_threads()
-        run(cfg)
-    in_job(f"{cfg.dataset.name} {cfg.model.name} {cfg.method.name} seeds {list(cfg.seeds)}", job)
+        return run(cfg)
+    return in_job(f"{cfg.dataset.name} {cfg.model.name} {cfg.method.name} seeds {list(cfg.seeds)}", job)
 
 
 def main() -> None:
