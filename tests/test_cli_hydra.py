@@ -50,8 +50,7 @@ def test_a_group_option_is_one_hydra_lists(override, group):
 
 
 def test_help_says_what_dfarun_is_and_shows_the_data_folder(tmp_path):
-    # hydra/help=dfarun: until conf/config.yaml's defaults choose it (override hydra/help: dfarun)
-    result = run_dfarun(tmp_path, "--help", "hydra/help=dfarun", env={"DFARUN_DATA_DIR": "/data/here"})
+    result = run_dfarun(tmp_path, "--help", env={"DFARUN_DATA_DIR": "/data/here"})
     assert result.code == 0, result
     assert result.out.startswith("dfarun reproduces Nøkland 2016")
     assert "is powered by Hydra" not in result.out
