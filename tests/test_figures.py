@@ -14,7 +14,7 @@ from dfarun.report import records
 from dfarun.run import store
 from dfarun.report import tables
 from dfarun.engine.rules import RULES
-from dfarun.run.runner import run
+from dfarun.run.runner import run_records
 from dfarun.engine.state import init_state
 from dfarun.engine.train import Protocol, fit
 
@@ -139,7 +139,7 @@ def test_dfa_first_is_bp_above_and_direct_feedback_below():
 
 def test_save_weights_writes_each_seeds_final_network(make_cfg):
     cfg = make_cfg("model=3x50_tanh", "method=dfa", "seeds=[0,1]", "save_weights=true")
-    records = run(cfg)
+    records = run_records(cfg)
     for rec in records:
         saved = torch.load(store.record_path(cfg, rec["seed"]).with_suffix(".pt"), weights_only=True)
         assert [tuple(w.shape) for w in saved["weights"]] == [(50, 16), (50, 50), (50, 50), (10, 50)]
@@ -227,11 +227,11 @@ def test_a_diverged_seed_shows_as_such_and_no_cell_shows_nan(tmp_path, capsys):
                                            lambda r: r.update(stop="converged", test_error=None)))
     assert figures.main(["--store", str(runs), "--out", str(tmp_path / "figs"), "--only", "deep"]) == 0
     deep = (tmp_path / "figs" / "deep.md").read_text()
-    assert "| DFA      | 1/2 " in deep and "max_epochs:1 diverged:1" in deep and "10.00 ± 0.00" in deep
+    assert "| DFA      | 1/2 " in deep and "max_epochs:1 diverged:1" in deep and "| 10.00 n=1 " in deep  # one seed: no std
     assert "| BP " not in deep and "nan" not in deep.lower()
     assert tables.main(["--store", str(runs), "--out", str(tmp_path / "t"), "--tables", "1", "--compare"]) == 0
     out, err = capsys.readouterr()
-    assert "nan" not in out.lower() and "10.00 ± 0.00% (12.50%) n=1" in out
+    assert "nan" not in out.lower() and "10.00% (12.50%) n=1 demo" in out  # 4 epochs of 300
     assert err.count("warning: skipping") == 2 and "bp0.json: test_error: None" in err  # once per tool
 
 

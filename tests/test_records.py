@@ -104,7 +104,7 @@ def test_every_bad_field_is_skipped_with_one_line_naming_the_file_and_the_field(
 
 def test_a_diverged_seed_must_have_no_errors_and_no_best_val(tmp_path, capsys):
     diverged = record(stop="diverged", train=None, test=None)
-    assert read_one(tmp_path, diverged, capsys)[0][0].test_error is None
+    assert read_one(tmp_path, diverged, capsys)[0][0].result.test_error is None
     for field, value in (("test_error", 1.5), ("train_error", 0.1), ("best_val", BEST)):
         got, err = read_one(tmp_path, _set(diverged, field, value), capsys)
         assert got == [] and f": {field}: " in err
@@ -117,7 +117,7 @@ def test_a_valid_record_reads_with_defaults_for_later_settings(tmp_path, capsys)
     assert err == ""
     assert (r.dataset, r.classes, r.row, r.method, r.reg, r.seeds, r.freeze) == \
         ("mnist", 10, "2x800 Tanh", "dfa", "none", (0, 4), 0)
-    assert (r.train_error, r.test_error) == (0.2, 1.3)  # the epoch chosen on validation
+    assert r.result == (0.2, 1.3) and (r.train_error, r.test_error) == (0.0, 1.5)  # the epoch chosen on validation; the last
     assert len(r.history) == r.epochs == 7 and r.path == tmp_path / "r.json"
 
 
@@ -192,18 +192,37 @@ def test_tables_and_figures_agree_on_the_same_cell(tmp_path, capsys):
 
 def test_records_the_runner_writes_read_back_whole(make_cfg, monkeypatch, capsys):
     from dfarun.config import schema as config
-    from dfarun.run.runner import run
+    from dfarun.run.runner import run_records
 
     monkeypatch.setattr(config, "VAL_SIZE", 100)  # val=true on the tiny synthetic set
     cfgs = [make_cfg("model=3x50_tanh", "seeds=[0,1]"),
             make_cfg("model=3x50_tanh", "method=bp", "reg=dropout", "val=true", "schedule=auto",
                      "track_alignment=true", "align_every=2", "freeze_first_epochs=1")]
-    written = [rec for cfg in cfgs for rec in run(cfg)]
+    written = [rec for cfg in cfgs for rec in run_records(cfg)]
     capsys.readouterr()
     got = {(r.key, r.seed): r for r in records.read([cfgs[0].store])}
     assert capsys.readouterr().err == ""                          # not one of them is skipped
     assert len(got) == len(written) == 3
     for rec in written:
         r = got[(rec["key"], rec["seed"])]
-        assert (r.epochs, r.stop, r.test_error) == (rec["epochs"], rec["stop"], rec.get("best_val", rec)["test_error"])
+        assert (r.epochs, r.stop, r.result.test_error) == (rec["epochs"], rec["stop"], rec.get("best_val", rec)["test_error"])
+        assert r.to_dict() == rec  # the writer's record is the model's
     assert sorted((r.row, r.freeze) for r in got.values()) == [("3x50 Tanh", 0), ("3x50 Tanh", 0), ("3x50 Tanh + DO", 1)]
+
+
+def test_the_writer_builds_the_same_model_the_readers_read():
+    """provenance.record builds its record with Record.new: a field the format does not have,
+    or a value a reader would skip, fails where it is written, not where it is read."""
+    from dfarun.run.record import Invalid, parse
+
+    rec = record(best_val=BEST)
+    fields = {k: v for k, v in rec.items()}
+    built = Record.new(**fields)
+    assert built == parse(rec) and {k: v for k, v in built.to_dict().items() if k in rec} == rec
+    assert list(built.to_dict())[:4] == ["format", "key", "row", "config"] and list(built.to_dict())[-1] == "history"
+    assert "best_val" not in Record.new(**{**fields, "best_val": None}).to_dict()  # none: left out, not null
+    with pytest.raises(TypeError, match="not fields of a record: test_eror"):
+        Record.new(**fields, test_eror=1.0)
+    with pytest.raises(Invalid, match=r"^history\[2\]\.test_error: "):
+        Record.new(**{**fields, "history": [*rec["history"][:2], {**rec["history"][2], "test_error": 140.0},
+                                            *rec["history"][3:]]})

@@ -20,8 +20,8 @@ from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from dfarun.run import store
-from dfarun.config.schema import CONF_DIR
+from dfarun.config.schema import CONF_DIR, epoch_limit, row_label
+from dfarun.run.record import experiment, settings
 
 BUDGET = ("max_epochs",)  # may be below the table's: a shorter run of the same protocol
 FIGURE_BUDGET = (*BUDGET, "freeze_first_epochs")  # a figure states both in its title
@@ -54,30 +54,42 @@ def table_rows(tables: Iterable[int] = (1, 2, 3), keep=lambda row: True) -> dict
 
 
 def paper_cells() -> dict[tuple[str, str, str], dict]:
-    """(data set, paper row, method) -> that cell's settings (store.settings), less the budget."""
-    return _cells()[0]
+    """(data set, paper row, method) -> that cell's settings (record.settings), less the budget."""
+    return {cell: found for t in TABLES for cell, (found, _) in _table_cells(t).items()}
+
+
+TABLES = (1, 2, 3)
 
 
 @cache
-def _cells() -> tuple[dict, dict]:
-    from dfarun.config.schema import epoch_limit
-    from dfarun.config.schema import row_label
+def _datasets() -> dict[int, str]:
+    """Each table's data set, as its experiment file overrides it (read, not composed)."""
+    found = {}
+    for t in TABLES:
+        for entry in OmegaConf.load(CONF_DIR / "experiment" / f"table{t}.yaml").defaults:
+            if isinstance(entry, DictConfig) and "override /dataset" in entry:
+                found[t] = entry["override /dataset"]
+    return found
 
-    cells, limits, grids = {}, {}, table_grids()
-    for t, rows in table_rows().items():
-        for _, cfg in rows:
-            for method in grids[t].method.split(","):
-                cfg.method.name = method  # our own composed copy; a method's config is its name
-                cell = (cfg.dataset.name, row_label(cfg), method)
-                cells[cell], limits[cell] = _protocol(store.experiment(cfg)), epoch_limit(cfg)
-    return cells, limits
+
+@cache
+def _table_cells(table: int) -> dict[tuple[str, str, str], tuple[dict, int]]:
+    """(data set, paper row, method) -> (settings less the budget, epoch limit) of one table's
+    cells: composed once, and only for a table whose data set some record has (a compose is a
+    tenth of a second, a table ten of them)."""
+    cells, grid = {}, table_grids([table])[table]
+    for _, cfg in table_rows([table])[table]:
+        for method in grid.method.split(","):
+            cfg.method.name = method  # our own composed copy; a method's config is its name
+            cells[(cfg.dataset.name, row_label(cfg), method)] = (_protocol(experiment(cfg)), epoch_limit(cfg))
+    return cells
 
 
 def _protocol(config: dict, budget: tuple[str, ...] = BUDGET) -> dict:
-    settings = store.settings(config)
+    ours = settings(config)
     for key in budget:
-        settings.pop(key, None)
-    return settings
+        ours.pop(key, None)
+    return ours
 
 
 @cache
@@ -85,9 +97,6 @@ def _figure_cells() -> dict[tuple[str, str, str, bool], tuple[dict, int, int]]:
     """(data set, row, method, first layer frozen?) -> (settings less the figure budget, epoch
     limit, epochs frozen) of each method of the FIGURES experiments."""
     from hydra import compose
-
-    from dfarun.config.schema import epoch_limit
-    from dfarun.config.schema import row_label
 
     cells = {}
     with _composing():
@@ -98,7 +107,7 @@ def _figure_cells() -> dict[tuple[str, str, str, bool], tuple[dict, int, int]]:
             for method in sweep.split(",") if sweep else [cfg.method.name]:
                 cfg.method.name = method
                 cell = (cfg.dataset.name, row_label(cfg), method, cfg.freeze_first_epochs > 0)
-                cells[cell] = (_protocol(store.experiment(cfg), FIGURE_BUDGET), epoch_limit(cfg),
+                cells[cell] = (_protocol(experiment(cfg), FIGURE_BUDGET), epoch_limit(cfg),
                                cfg.freeze_first_epochs)
     return cells
 
@@ -113,13 +122,24 @@ def table_cell(dataset: str, row: str, method: str) -> tuple[dict, int] | None:
     """(the settings, the epoch limit) a record of (dataset, row, method) must have to fill a
     cell of the tables; None when the row is in no table. A rule the paper did not run (a new
     one in rules.py) gets a cell on every row, with that row's settings under its own name."""
-    cells, limits = _cells()
+    cells = _dataset_cells(dataset)
     if (dataset, row, method) in cells:
-        return cells[(dataset, row, method)], limits[(dataset, row, method)]
-    twin = next(((d, r, m) for d, r, m in cells if (d, r) == (dataset, row)), None)
-    if twin is None or method in {m for _, _, m in cells}:  # no such row, or a paper rule not in this table
+        return cells[(dataset, row, method)]
+    twin = next((cell for cell in cells if cell[1] == row), None)
+    if twin is None or method in _paper_rules():  # no such row, or a paper rule not in this table
         return None
-    return {**cells[twin], "method": {**cells[twin]["method"], "name": method}}, limits[twin]
+    theirs, limit = cells[twin]
+    return {**theirs, "method": {**theirs["method"], "name": method}}, limit
+
+
+@cache
+def _dataset_cells(dataset: str) -> dict[tuple[str, str, str], tuple[dict, int]]:
+    return {cell: found for t, d in _datasets().items() if d == dataset for cell, found in _table_cells(t).items()}
+
+
+@cache
+def _paper_rules() -> frozenset[str]:
+    return frozenset(m for grid in table_grids(TABLES).values() for m in grid.method.split(","))
 
 
 def split(recs: Iterable) -> tuple[list, dict[tuple[str, str, str], set[str]]]:
@@ -135,8 +155,8 @@ def split(recs: Iterable) -> tuple[list, dict[tuple[str, str, str], set[str]]]:
         if paper is None:  # a row of no table and no figure: nothing to hold it to
             kept.append(r)
             continue
-        settings, limit, *frozen = paper
-        diffs = _differing(ours, settings) if (ours := _protocol(r.config, budget)) != settings else []
+        cells_settings, limit, *frozen = paper
+        diffs = _differing(ours, cells_settings) if (ours := _protocol(r.config, budget)) != cells_settings else []
         if r.max_epochs > limit:  # Record.max_epochs is the limit the seed trained under
             diffs.append(f"max_epochs={r.config['max_epochs']} (the cell's limit is {limit})")
         if frozen and frozen[0] and not (r.freeze <= frozen[0] and r.freeze < r.max_epochs):

@@ -1,17 +1,19 @@
 """`dfarun-figures`: the paper's figures, and the IFA and 100-layer results, from run records.
 
     dfarun-figures --store runs [--out runs/figures] [--data-dir DIR]
+    dfarun-figures curves --store runs --by KEYS     (learning curves of any store: curves.py)
 
 Each figure whose records exist is written as PNG plus the CSV of the numbers behind it;
 for the others it says which experiment to run. Every figure states the seeds and epoch
-budget that produced it, since a laptop run is usually shorter than the paper's.
+budget that produced it, since a laptop run is usually shorter than the paper's. Only
+Figure 3 needs torch (its saved networks), and imports it when drawn.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Callable
 
@@ -19,18 +21,16 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
-from tabulate import tabulate  # noqa: E402
 
 from dfarun import atomic  # noqa: E402
-from dfarun.report import cells as protocol
-from dfarun.report import records
-from dfarun.errors import DfarunError  # noqa: E402
-from dfarun.config.schema import default_data_dir
-from dfarun.errors import interrupted  # noqa: E402
+from dfarun.config.schema import default_data_dir  # noqa: E402
+from dfarun.errors import DfarunError, interrupted  # noqa: E402
+from dfarun.report import cells as protocol  # noqa: E402
+from dfarun.report import curves as curve  # noqa: E402
+from dfarun.report import records  # noqa: E402
+from dfarun.report.text import error_text, markdown  # noqa: E402
 from dfarun.run.record import Record  # noqa: E402
 
 NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "ifa": "IFA", "dfa_first": "DFA (first layer)"}
@@ -56,13 +56,7 @@ def say_without(figure: str, methods: tuple[str, ...], by_method: dict) -> None:
 
 def curves(by_method: dict[str, list[Record]]) -> pd.DataFrame:
     """Per method and epoch: mean, min and max over seeds of the training and test error."""
-    rows = [{"method": m, "seed": r.seed, "epoch": h["epoch"], "train_error": h["train_error"],
-             "test_error": h["test_error"]} for m, rs in by_method.items() for r in rs for h in r.history]
-    long = pd.DataFrame(rows)
-    return long.groupby(["method", "epoch"]).agg(
-        seeds=("seed", "size"), train_mean=("train_error", "mean"), train_min=("train_error", "min"),
-        train_max=("train_error", "max"), test_mean=("test_error", "mean"), test_min=("test_error", "min"),
-        test_max=("test_error", "max")).reset_index()
+    return curve.table(by_method)
 
 
 def budget(by_method: dict[str, list[Record]]) -> str:
@@ -79,30 +73,11 @@ def budget(by_method: dict[str, list[Record]]) -> str:
 
 
 def _plot_curves(ax, table: pd.DataFrame, label: Callable[[str], str]) -> None:
-    for method in sorted(set(table.method), key=list(NAMES).index):  # BP, FA, DFA, ... as in the paper
-        g = table[table.method == method]
-        for kind, style in (("train", "--"), ("test", "-")):
-            ax.plot(g.epoch, g[f"{kind}_mean"], style, color=COLORS.get(method), label=f"{label(method)} {kind}")
-            ax.fill_between(g.epoch, g[f"{kind}_min"], g[f"{kind}_max"], color=COLORS.get(method), alpha=0.15)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, 50 %
-    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("error (%)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    methods = sorted(set(table.method), key=list(NAMES).index)  # BP, FA, DFA, ... as in the paper
+    curve.plot(ax, table, methods, label, lambda i, method: COLORS.get(method))
 
 
-def _save(fig, table: pd.DataFrame, out: Path, name: str) -> list[Path]:
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
-    plt.close(fig)
-    atomic.write_bytes(out / f"{name}.png", png.getvalue())  # whole files or none
-    atomic.write_text(out / f"{name}.csv", table.to_csv(index=False))
-    return [out / f"{name}.png", out / f"{name}.csv"]
+_save = curve.save
 
 
 # --- the figures -----------------------------------------------------------------------------------
@@ -141,6 +116,7 @@ def fig2_left(recs: list[Record], out: Path, data_dir: str | None) -> list[Path]
 
 
 def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000) -> list[Path] | None:
+    import torch  # here: the other figures and dfarun-tables run without it
     from sklearn.manifold import TSNE
 
     from dfarun.engine.data import load
@@ -189,6 +165,8 @@ def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000
 
 def saved_mlp(path: Path, features: int):
     """The one-seed MLP saved at `path` (save_weights=true); ValueError naming what is wrong."""
+    import torch
+
     from dfarun.engine.nets import ACTIVATIONS, MLP
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -225,16 +203,15 @@ def results_table(name: str, row: str, methods: tuple[str, ...], paper: dict[str
         for method, rs in by_method.items():
             s = records.summary(rs)
             numbers.append({"row": row, "method": method, **s, "paper": paper.get(method, "")})
-            learned = s["seeds_learned"] > 0
             shown.append({"model": row, "method": NAMES[method], "seeds": f"{s['seeds_learned']}/{s['seeds_asked']}",
                           "epochs (mean)": f"{s['epochs_mean']:.0f}", "stop": s["stop"],
-                          "test error %": f"{s['test_mean']:.2f} ± {s['test_std']:.2f}" if learned else "—",
-                          "train error %": f"{s['train_mean']:.2f}" if learned else "—",
+                          "test error %": error_text(SimpleNamespace(**s), unit=""),
+                          "train error %": f"{s['train_mean']:.2f}" if s["seeds_learned"] else "—",
                           "paper": paper.get(method, "")})
-        text = (f"### {name} ({budget(by_method)})\n\n"
-                + tabulate(pd.DataFrame(shown), headers="keys", tablefmt="github", showindex=False)
+        text = (f"### {name} ({budget(by_method)})\n\n" + markdown(pd.DataFrame(shown))
                 + "\n\nseeds: learned / asked (a seed learned: it did not diverge and its training error is "
-                  "below 90% of chance); — where none learned.\n")
+                  "below 90% of chance); — where none learned; n= where fewer learned than asked; demo where a "
+                  "seed stopped at a shorter epoch budget than the protocol's before it converged.\n")
         atomic.write_text(out / f"{name}.md", text)
         atomic.write_text(out / f"{name}.csv", pd.DataFrame(numbers).to_csv(index=False, float_format="%.6g"))
         return [out / f"{name}.md", out / f"{name}.csv"]
@@ -265,7 +242,12 @@ FIGURES = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dfarun-figures", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["curves"]:  # any store's learning curves, by the settings named
+        return curve.main(argv[1:])
+    p = argparse.ArgumentParser(prog="dfarun-figures", description=__doc__.splitlines()[0],
+                                epilog="dfarun-figures curves --store S --by KEYS: learning curves of any store, one "
+                                       "line per group of settings (dfarun-figures curves --help)")
     p.add_argument("--store", nargs="+", default=["runs"], help="directories of run records (default: runs)")
     p.add_argument("--out", default=None, help="where PNG/CSV/MD go (default: <the first store>/figures)")
     p.add_argument("--data-dir", default=None, help="MNIST data_dir, for the test images Figure 3 embeds "

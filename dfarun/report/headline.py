@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfarun.report import records
+from dfarun.report.text import error_text
 
 BEGIN = "<!-- headline:begin (dfarun-tables --readme writes from here to the end marker) -->"
 END = "<!-- headline:end -->"
@@ -83,11 +84,13 @@ def render(numbers: pd.DataFrame, recs: list) -> str:
             compared += 1
             within += abs(n.distance_paper_std) <= 2
         paper = f"{n.paper_test_mean:.2f} ± {n.paper_test_std:.2f}%" if pd.notna(n.paper_test_mean) else "—"
-        ours = f"{n.test_mean:.2f} ± {n.test_std:.2f}%" if n.seeds_learned else "—"  # no seed learned
+        ours = error_text(n)  # as the table writes it, without the training error
         cells = [n.row, n.method.upper(), ours, paper, distance,
                  str(n.seeds_run), f"{n.epochs_mean:.0f}", n.stop, _minutes(cpu), _seconds(gpu)]
         lines.append("| " + " | ".join(cells) + " |")
     summary = f"**{within} of {compared} cells lie within 2 paper std of the paper.**"
+    if demos := int(numbers.demo.sum()) if "demo" in numbers else 0:  # text.py: short runs are not compared
+        summary += f" {demos} demo cell{'s' * (demos != 1)} (stopped short of the protocol's epochs) not compared."
     return "\n".join([*lines, "", summary + _not_run(numbers), ""])
 
 

@@ -1,5 +1,6 @@
 """Run records as `dfarun-tables` and `dfarun-figures` read them: one strict reader (each
-record checked by run.record.parse), one rule for which experiment fills a cell.
+record checked by run.record, the record format), one rule for which experiment fills a cell,
+and one summary of a group of seeds, for the paper's cells and `--by` groups alike.
 
 A record that is not a finished record of this version, or whose fields either tool uses are
 missing, of the wrong type or out of range, is skipped with one warning line naming the file
@@ -15,8 +16,9 @@ from typing import Iterable
 
 import pandas as pd
 
-from dfarun.run import store
-from dfarun.run.record import STOPS, Record, parse
+from dfarun.config.schema import Config, epoch_limit
+from dfarun.run import record
+from dfarun.run.record import STOPS, Record
 
 
 # --- reading stores -------------------------------------------------------------------------------
@@ -30,8 +32,8 @@ def read(roots: Iterable[Path]) -> list[Record]:
     for root in roots:
         for path in sorted(Path(root).glob("*.json")):
             try:
-                rec = parse(store.load(path), path)
-            except ValueError as err:  # store.load's and parse's reasons alike
+                rec = record.read(path)
+            except ValueError as err:  # record.load's and record.parse's reasons alike
                 _warn(path, str(err))
                 continue
             ident = (rec.dataset, rec.row, rec.method, rec.key, rec.seed)
@@ -48,23 +50,44 @@ def _warn(path: Path, why: str) -> None:
 
 
 FRAME = ["dataset", "row", "method", "freeze", "key", "seed", "seeds", "profile", "max_epochs", "epochs",
-         "stop", "train_error", "test_error", "classes", "learned", "model", "reg"]
+         "stop", "train_error", "test_error", "classes", "learned", "short", "model", "reg", "record"]
 
 
 def frame(records: list[Record]) -> pd.DataFrame:
-    """One row per record, its scalar fields (no history or config)."""
-    return pd.DataFrame([{k: getattr(r, k) for k in FRAME} for r in records], columns=FRAME)
+    """One row per record: its scalar fields (train_error and test_error at the reported epoch,
+    Record.result), and the Record itself (`record`: what summaries are made of)."""
+    rows = [{k: getattr(r, k) for k in FRAME[:-1] if k not in ("train_error", "test_error", "short")}
+            | r.result._asdict() | {"short": short(r), "record": r} for r in records]
+    return pd.DataFrame(rows, columns=FRAME)
+
+
+# --- the protocol's budget ------------------------------------------------------------------------
+
+PROTOCOL_EPOCHS = Config.max_epochs  # the paper's cap (300): the schema's default
+
+
+def cap(r: Record) -> int:
+    """The epochs the protocol trains a seed of this record's settings for at most: the
+    paper's 300, or its row's own training time (train_epochs: the dropout row's 150)."""
+    return epoch_limit({"max_epochs": PROTOCOL_EPOCHS, "train_epochs": r.config.get("train_epochs")})
+
+
+def short(r: Record) -> bool:
+    """THE definition of a seed that stopped short of the protocol: its epoch budget ran out
+    (stop max_epochs: not converged) and was below the protocol's cap (a quick or smoke run).
+    A cell with such a seed is a demo (text.error_text) and is not compared with the paper."""
+    return r.stop == "max_epochs" and r.max_epochs < cap(r)
 
 
 # --- cells: which experiment fills one, and what it says -----------------------------------------
 
-def cell(r) -> tuple[str, str, str, bool]:
+def cell(r: Record) -> tuple[str, str, str, bool]:
     """The cell a record belongs to: (data set, paper row, method, first layer frozen?). The
     tables show the unfrozen cells; Figure 2 (left) is the frozen one."""
     return r.dataset, r.row, r.method, r.freeze > 0
 
 
-def fill(records: Iterable) -> list:
+def fill(records: Iterable[Record]) -> list[Record]:
     """THE experiment that fills one cell, for tables and figures alike: of the experiments
     (keys) among `records`, the one with the largest epoch limit, then the longest frozen phase
     (Figure 2 left), then the most seeds run, then the first key in sort order (so that the
@@ -76,29 +99,30 @@ def fill(records: Iterable) -> list:
     return sorted(best, key=lambda r: r.seed)
 
 
-def cells(records: Iterable) -> dict[tuple, list]:
-    """Every cell among `records` with the records of the experiment that fills it. Takes
-    Records, or rows of `frame` (itertuples): both carry the fields used here."""
+def cells(records: Iterable[Record]) -> dict[tuple, list[Record]]:
+    """Every cell among `records` with the records of the experiment that fills it."""
     grouped: dict[tuple, list] = {}
     for r in records:
         grouped.setdefault(cell(r), []).append(r)
     return {c: fill(rs) for c, rs in grouped.items()}
 
 
-def summary(rs: list) -> dict:
-    """The numbers of one cell (the records `fill` chose): mean ± std (ddof 1; 0 for one seed) of
-    the test error and the mean training error over the seeds that learned (None when none
-    did), seeds learned / run / asked (the union of the jobs' seed lists), the mean epochs run
-    over every seed run, and how many seeds stopped for each reason."""
+def summary(rs: list[Record]) -> dict:
+    """The numbers of a group of seeds (a paper cell: the records `fill` chose; a `--by`
+    group: all of its records): mean ± std (ddof 1) of the test error and the mean training
+    error over the seeds that learned (None when none did; the std None unless two did),
+    seeds learned / run / asked (the union of the jobs' seed lists), the mean epochs run over
+    every seed run, the largest epoch limit, how many seeds stopped for each reason, and
+    whether it is a demo (a seed stopped short of the protocol)."""
     ok = [r for r in rs if r.learned]
-    tests = [r.test_error for r in ok]
+    tests = [r.result.test_error for r in ok]
     return {"seeds_learned": len(ok), "seeds_run": len(rs),
             "seeds_asked": len(set().union(*(r.seeds for r in rs))),
             "test_mean": statistics.fmean(tests) if ok else None,
-            "test_std": (statistics.stdev(tests) if len(ok) > 1 else 0.0) if ok else None,
-            "train_mean": statistics.fmean(r.train_error for r in ok) if ok else None,
-            "epochs_mean": statistics.fmean(r.epochs for r in rs), "max_epochs": rs[0].max_epochs,
-            "profile": rs[0].profile, "stop": stop_text(r.stop for r in rs)}
+            "test_std": statistics.stdev(tests) if len(ok) > 1 else None,
+            "train_mean": statistics.fmean(r.result.train_error for r in ok) if ok else None,
+            "epochs_mean": statistics.fmean(r.epochs for r in rs), "max_epochs": max(r.max_epochs for r in rs),
+            "profile": rs[0].profile, "stop": stop_text(r.stop for r in rs), "demo": any(short(r) for r in rs)}
 
 
 def stop_text(stops: Iterable[str]) -> str:

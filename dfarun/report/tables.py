@@ -1,19 +1,19 @@
-"""`dfarun-tables`: run records -> the paper's Tables 1-3 (mean ± std over seeds), beside the paper.
+"""`dfarun-tables`: run records -> the paper's Tables 1-3 beside the paper, or any store by the settings named.
 
     dfarun-tables --store runs/ [--out runs/tables/] [--compare] [--tables 1,2,3] [--readme README.md]
+    dfarun-tables --store runs/ --by KEYS [--where KEY=VALUE]      (groups.py: any store)
 
-For each table it writes <out>/tableN.md and .tex (for people: the table, then per cell the
-seeds, epochs and stop reasons) and .csv (for machines: the numbers, one line per cell), and
-prints the Markdown; with Table 1 and --compare, also <out>/headline.md (headline.py), and
-with --readme, that headline into each README named. The
-paper's own numbers are data (paper_results.csv, transcribed from the paper). Which records
-count, which seeds learned and which experiment fills a cell are decided in records.py,
-shared with dfarun-figures.
+For each table with records it writes <out>/tableN.md and .tex (for people: the table, then
+per cell the seeds, epochs and stop reasons) and .csv (for machines: the numbers, one line per
+cell), and prints the Markdown; with Table 1 and --compare, also <out>/headline.md
+(headline.py), and with --readme, that headline into each README named. The paper's own
+numbers are data (paper_results.csv, transcribed from the paper). Which records count, which
+seeds learned and which experiment fills a cell are decided in records.py, shared with
+dfarun-figures; how a cell is written (n=1, demo) in text.py.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import errno
 import sys
 from dataclasses import dataclass
@@ -21,17 +21,15 @@ from importlib import resources
 from pathlib import Path
 
 import pandas as pd
-from tabulate import tabulate
 
 from dfarun import atomic
-from dfarun.report import headline
 from dfarun.report import cells as protocol
-from dfarun.report import records
+from dfarun.report import groups, headline, records
+from dfarun.report.text import DASH, error_text, files, generated, legend_extras
 
 TABLES = {1: ("mnist", "MNIST"), 2: ("cifar10", "CIFAR-10"), 3: ("cifar100", "CIFAR-100")}
 BRACKET_ABOVE = {"mnist": 0.01, "cifar10": 0.1, "cifar100": 0.1}  # % train error the paper brackets
 DECIMALS = {"mnist": 2, "cifar10": 1, "cifar100": 1}  # as the paper prints its test errors
-DASH = "—"
 SUMMARY = ["seeds_learned", "seeds_run", "seeds_asked", "test_mean", "test_std", "train_mean",
            "epochs_mean", "max_epochs", "profile", "stop"]
 # results/tableN.csv, one line per cell of the paper's table, in its order
@@ -49,26 +47,30 @@ def paper_results() -> pd.DataFrame:
 
 def load_records(root: Path) -> pd.DataFrame:
     """One row per valid record in `root` (records.read: anything else is skipped with one
-    warning line and not counted)."""
+    warning line and not counted); records.frame's columns."""
     return records.frame(records.read([Path(root)]))
 
 
-def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+def aggregate(recs) -> pd.DataFrame:
     """One row per (dataset, row, method) with records and the first layer not frozen: the
-    summary (records.summary) of the experiment that fills it (records.fill)."""
-    filled = records.cells(frame.itertuples(index=False))
+    summary (records.summary) of the experiment that fills it (records.fill). `recs`: Records,
+    or a records.frame of them."""
+    if isinstance(recs, pd.DataFrame):
+        recs = list(recs.record)
+    filled = records.cells(recs)
     rows = [{"dataset": d, "row": row, "method": m, **records.summary(rs)}
             for (d, row, m, frozen), rs in sorted(filled.items()) if not frozen]
-    return pd.DataFrame(rows, columns=["dataset", "row", "method", *SUMMARY])
+    return pd.DataFrame(rows, columns=["dataset", "row", "method", *SUMMARY, "demo"])
 
 
 # --- one table ---------------------------------------------------------------------------------
 
 def numbers(table: int, cells: pd.DataFrame) -> pd.DataFrame:
     """The table's CSV: every cell of the paper's table (rows x BP/FA/DFA, in its order) with our
-    numbers (blank where not run), the paper's, and our distance from the paper in paper std;
-    then the cells of rules the paper did not run (a new rule in rules.py), where they have
-    records, with paper_status `none`."""
+    numbers (blank where not run), the paper's, and our distance from the paper in paper std
+    (none for a demo cell: text.py); then the cells of rules the paper did not run (a new rule
+    in rules.py), where they have records, with paper_status `none`. Its last column, `demo`,
+    is not written to the CSV (whose columns stay those of CSV)."""
     dataset, _ = TABLES[table]
     ours = {(c.row, c.method): c for c in cells[cells.dataset == dataset].itertuples()}
     paper = paper_results().query("table == @table")
@@ -80,11 +82,12 @@ def numbers(table: int, cells: pd.DataFrame) -> pd.DataFrame:
         line = {"row": p["row"], "method": p["method"], "seeds_learned": 0, "seeds_run": 0, "seeds_asked": 0,
                 **({k: getattr(c, k) for k in SUMMARY} if c is not None else {}),
                 "paper_status": p["status"], "paper_test_mean": p.get("test_mean"),
-                "paper_test_std": p.get("test_std"), "paper_train_error": p.get("train_error")}
-        if c is not None and c.seeds_learned and p["status"] == "value":
+                "paper_test_std": p.get("test_std"), "paper_train_error": p.get("train_error"),
+                "demo": c is not None and c.demo}
+        if c is not None and c.seeds_learned and not c.demo and p["status"] == "value":
             line["distance_paper_std"] = (c.test_mean - p["test_mean"]) / p["test_std"]
         lines.append(line)
-    return pd.DataFrame(lines, columns=CSV)
+    return pd.DataFrame(lines, columns=[*CSV, "demo"])
 
 
 @dataclass
@@ -116,6 +119,8 @@ def build(table: int, cells: pd.DataFrame, compare: bool) -> Table:
         z = nums.distance_paper_std.dropna()
         notes.append(f"{int((z.abs() <= 2).sum())} of {len(z)} cells within 2 paper std of the paper's mean "
                      f"(cells read: ours / paper (difference in paper std)).")
+        if demos := int(nums.demo.sum()):
+            notes.append(f"{demos} demo cell{'s' * (demos != 1)} not compared with the paper.")
     # a rule the paper did not run has a column of its own, blank on rows it has no records of
     return Table(nums, pd.DataFrame(frame).fillna(""), pd.DataFrame(details).fillna(""), notes)
 
@@ -123,15 +128,7 @@ def build(table: int, cells: pd.DataFrame, compare: bool) -> Table:
 def _cell(n, dataset: str) -> str:
     if n.seeds_run == 0:
         return "not run"
-    if n.seeds_learned == 0:
-        return DASH
-    d = DECIMALS[dataset]
-    text = f"{n.test_mean:.{d}f} ± {n.test_std:.{d}f}%"
-    if n.train_mean > BRACKET_ABOVE[dataset]:
-        text += f" ({n.train_mean:.2f}%)"
-    if n.seeds_learned < n.seeds_asked:
-        text += f" n={n.seeds_learned}"
-    return text
+    return error_text(n, DECIMALS[dataset], BRACKET_ABOVE[dataset])
 
 
 def _paper_cell(n, dataset: str) -> str:
@@ -176,86 +173,90 @@ def render(table: int, t: Table, compare: bool) -> dict[str, str]:
               f"asked for learned.")
     detail_title = ("Per cell: seeds learned / asked, mean epochs run, stop reasons (seeds per reason: "
                     "converged, max_epochs, schedule_end, diverged).")
-    footer = [legend, *t.notes, f"Generated {dt.date.today().isoformat()} by dfarun-tables."]
-    md = "\n".join([f"### {title}", "", _markdown(t.frame), "", detail_title, "", _markdown(t.details), "",
-                    *[f"- {n}" for n in footer], ""])
-    tex = "".join(f"% {line}\n" for line in [title, *footer]) + _booktabs(t.frame) \
-        + f"% {detail_title}\n" + _booktabs(t.details)
-    csv = t.numbers.to_csv(index=False, float_format="%.6g")
-    return {"md": md, "tex": tex, "csv": csv}
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    return tabulate(frame, headers="keys", tablefmt="github", showindex=False)
-
-
-def _booktabs(frame: pd.DataFrame) -> str:
-    """A booktabs tabular (\\toprule, \\midrule, \\bottomrule); cells escaped for LaTeX."""
-    line = lambda cells: " & ".join(_latex(str(c)) for c in cells) + r" \\"
-    body = [line(frame.columns), r"\midrule", *(line(r) for r in frame.itertuples(index=False))]
-    return "\n".join([rf"\begin{{tabular}}{{{'l' * len(frame.columns)}}}", r"\toprule", *body, r"\bottomrule",
-                      r"\end{tabular}", ""])
-
-
-def _latex(text: str) -> str:
-    for plain, tex in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                       ("±", r"$\pm$"), ("σ", r"$\sigma$"), (DASH, "---")):
-        text = text.replace(plain, tex)
-    return text
+    extras = legend_extras(t.numbers[t.numbers.seeds_run > 0].itertuples())
+    legend += "".join(f" {extra}." for extra in extras)
+    footer = [legend, *t.notes, generated()]
+    return files(title, [t.frame, detail_title, t.details], footer, t.numbers[CSV])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dfarun-tables", description=__doc__.splitlines()[0])
     p.add_argument("--store", default="runs", help="directory of run records (default: runs)")
-    p.add_argument("--out", default=None, help="where tableN.md/.tex/.csv go (default: <store>/tables)")
-    p.add_argument("--tables", default="1,2,3", help="which tables, comma-separated (default: 1,2,3)")
+    p.add_argument("--out", default=None, help="where the .md/.tex/.csv files go (default: <store>/tables)")
+    p.add_argument("--tables", default=None, help="which tables, comma-separated (default: 1,2,3)")
     p.add_argument("--compare", action="store_true", help="show the paper's numbers and the difference")
     p.add_argument("--readme", action="append", default=[], metavar="FILE",
                    help="with Table 1 and --compare: also write the headline into FILE, between its "
                         "headline:begin and headline:end markers (repeatable)")
+    p.add_argument("--by", default=None, metavar="KEYS",
+                   help="instead of the paper's tables: every record in the store, one row per group of these "
+                        "settings (dotted config keys, comma-separated, e.g. method.name,lr); writes by_<KEYS>.*")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --by: only records with this setting (repeatable: all must hold)")
     args = p.parse_args(argv)
     args.out = args.out or str(Path(args.store) / "tables")  # a store's tables beside it, not over results/
+    if args.by is None and args.where:
+        return _error("--where: only with --by")
+    if args.by is not None and (bad := next((f"--{o}" for o in ("tables", "compare", "readme")
+                                             if getattr(args, o) not in (None, False, [])), None)):
+        return _error(f"{bad}: not with --by (the paper's tables are its own view; --by summarises any store)")
     try:
-        tables = [int(t) for t in args.tables.split(",")]
+        tables = [int(t) for t in (args.tables or "1,2,3").split(",")]
     except ValueError:
         tables = []
     if not tables or not all(t in TABLES for t in tables):
-        print(f"dfarun-tables: error: --tables={args.tables!r}: expected numbers from 1, 2, 3", file=sys.stderr)
-        return 2
+        return _error(f"--tables={args.tables!r}: expected numbers from 1, 2, 3")
     if args.readme and not (1 in tables and args.compare):
-        print("dfarun-tables: error: --readme: needs Table 1 in --tables and --compare (it writes Table 1's "
-              "headline)", file=sys.stderr)
-        return 2
+        return _error("--readme: needs Table 1 in --tables and --compare (it writes Table 1's headline)")
     if not Path(args.store).is_dir():
-        print(f"dfarun-tables: error: --store={args.store!r}: no such directory", file=sys.stderr)
-        return 2
+        return _error(f"--store={args.store!r}: no such directory")
+    if args.by is not None:
+        try:
+            return _write(args, *groups.render(records.read([Path(args.store)]), args.by, args.where, generated()))
+        except groups.Refused as why:
+            return _error(str(why))
+    return _paper(args, tables)
+
+
+def _paper(args, tables: list[int]) -> int:
+    """The paper's tables: the records that may fill their cells (cells.split), laid out as the paper's."""
     recs, off = protocol.split(records.read([Path(args.store)]))
     for note in protocol.notes({cell: why for cell, why in off.items() if protocol.table_cell(*cell) is not None}):
         print(f"dfarun-tables: note: {note}", file=sys.stderr)
     # a wrong --store (empty, or only other runs) must not overwrite the tables with "not run"
     if not any(r.dataset == TABLES[t][0] and protocol.table_cell(r.dataset, r.row, r.method) is not None
                for r in recs for t in tables):
-        print(f"dfarun-tables: error: --store={args.store!r}: no run records of table {args.tables}'s cells there",
-              file=sys.stderr)
-        return 2
-    cells = aggregate(records.frame(recs))
+        return _error(f"--store={args.store!r}: no run records of table {','.join(map(str, tables))}'s cells there "
+                      f"(--by KEYS summarises any store)")
+    cells = aggregate(recs)
     texts, shown = {}, []
     for table in tables:
         built = build(table, cells, args.compare)
+        if not (built.numbers.seeds_run > 0).any():  # not a table of "not run" cells
+            print(f"dfarun-tables: note: table {table} ({TABLES[table][1]}): no records of its cells: "
+                  f"not written", file=sys.stderr)
+            continue
         texts |= {f"table{table}.{ext}": text for ext, text in render(table, built, args.compare).items()}
         if table == 1 and args.compare:  # the README's results part (headline.py)
             texts["headline.md"] = headline.render(built.numbers, recs)
         shown.append(texts[f"table{table}.md"])
+    if args.readme and "headline.md" not in texts:
+        return _error("--readme: table 1 has no records of its cells in this store: no headline to write")
+    return _write(args, texts, "\n".join(shown))
+
+
+def _write(args, texts: dict[str, str], shown: str) -> int:
+    """Write `texts` (file name -> text) into --out and the headline into each --readme, then
+    print `shown`: every file complete or none written (the names are checked first, each is
+    written atomically)."""
     readmes, outputs = {}, {(Path(args.out) / name).resolve() for name in texts}
     for name in args.readme:  # all read and checked before any file is written
         try:
             path, text, mode = headline.readme(name, texts["headline.md"], outputs)
         except (OSError, RuntimeError, UnicodeDecodeError, ValueError) as err:  # RuntimeError: a symlink loop
             why = "expected UTF-8 text" if isinstance(err, UnicodeDecodeError) else getattr(err, "strerror", None) or err
-            print(f"dfarun-tables: error: --readme={name!r}: {why}", file=sys.stderr)
-            return 2
+            return _error(f"--readme={name!r}: {why}")
         readmes[path] = (text, mode)
-    # every file complete or not written: the names are checked first, each is written atomically
     out = Path(args.out)
     try:
         if blocked := next((out / name for name in texts if (out / name).is_dir()), None):
@@ -265,11 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         for path, (text, mode) in readmes.items():
             atomic.write(path, lambda f, text=text: f.write(text.encode()), binary=True, mode=mode)
     except OSError as err:
-        print(f"dfarun-tables: error: cannot write {err.filename or out} "
-              f"({err.strerror or err})", file=sys.stderr)
-        return 2
-    print("\n".join(shown))
+        return _error(f"cannot write {err.filename or out} ({err.strerror or err})")
+    print(shown)
     return 0
+
+
+def _error(message: str) -> int:
+    print(f"dfarun-tables: error: {message}", file=sys.stderr)
+    return 2
 
 
 def cli() -> None:

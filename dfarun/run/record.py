@@ -1,181 +1,392 @@
-"""A run record's format as readers take it: the fields the tables and figures use, each
-checked once (`parse`), and THE definition of a seed that learned.
+"""THE run record: one seed's numbers, its config and where it ran, as one typed model.
 
-The runner writes records (store.write, provenance.record); `store.finished` and every reader
-go through `parse`, so what passes here can be tabulated and plotted without further checks.
+`Record`'s fields are the record file's keys, in the order they are written; each field's
+type says what it may hold (`Annotated[..., Rule]`: checked; a default: may be absent, as in
+records made before it). The runner builds one per seed (`Record.new`, provenance.record)
+and writes `to_dict()` (store.write); `store.finished` and dfarun-tables and -figures read
+files back with `read` (= `load` + `parse`). Both ways go through the same checks, so what
+passes can be tabulated and plotted without further checks, and what the runner writes
+always reads back. This module imports neither torch nor anything that does. (No `from
+__future__ import annotations`: the fields' types are evaluated here, with this module's names.)
 """
-from __future__ import annotations
-
+import dataclasses
+import json
 import math
 import reprlib
+import typing
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable, NamedTuple, TypedDict
 
-from dfarun.config.schema import epoch_limit
+from omegaconf import DictConfig, OmegaConf
 
+from dfarun.config.schema import Config, effective_lr, epoch_limit
+
+FORMAT = 2  # bump when the record layout changes (2: row label, best_val)
 CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}  # for records whose config lacks dataset.classes
 STOPS = ("converged", "max_epochs", "schedule_end", "diverged")  # the order stop reasons are listed in
 NO_LEARNING = 0.9  # a seed has not learned while its train error is >= 90% of chance error
+# not part of the experiment: where and how it ran, and how it was grouped
+RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "save_weights", "profile",
+                "table", "figure", "logger", "seed_stack")
+
+
+# --- the types of the fields -------------------------------------------------------------------
+
+class Rule(NamedTuple):
+    """What a field may hold: `ok(value)`, worded as `expected` in the error."""
+    ok: Callable[[object], bool]
+    expected: str
+
+
+class Absent(NamedTuple):
+    """A key a TypedDict may lack (records made before it): the value it then has."""
+    value: object
+
+
+def _int(v, lo: int = 0, hi: float = math.inf) -> bool:
+    return type(v) is int and lo <= v <= hi  # type, not isinstance: True is no int here
+
+
+def _pct(v) -> bool:  # an error rate in percent; JSON has no NaN, but a hand-edited file might (NaN fails <=)
+    return (type(v) is float or type(v) is int) and 0 <= v <= 100
+
+
+def _text(v) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _line(v) -> bool:  # printed into the tables: a line break would break them
+    return _text(v) and v.isprintable()
+
+
+PCT = "a number in [0, 100]"
+Int0 = Annotated[int, Rule(_int, "an int >= 0")]
+Int1 = Annotated[int, Rule(lambda v: _int(v, 1), "an int >= 1")]
+Pct = Annotated[float, Rule(_pct, PCT)]
+MaybePct = Annotated[float | None, Rule(lambda v: v is None or _pct(v), f"{PCT} or null")]
+Line = Annotated[str, Rule(_line, "one line of printable text")]
+Text = Annotated[str, Rule(_text, "a non-empty string")]
+Seeds = Annotated[list, Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(_int(s) for s in v)
+                             and len(set(v)) == len(v), "a non-empty list of distinct ints >= 0")]
+Stop = Annotated[str, Rule(lambda v: v in STOPS, " or ".join(STOPS))]
+Anything = Annotated[object, Rule(lambda v: True, "anything")]
+
+
+class Named(TypedDict):  # config.model, .method, .reg: the name is what the tables print
+    name: Line
+
+
+class DatasetPart(TypedDict):
+    name: Line
+    classes: Annotated[int, Rule(lambda v: _int(v, 2), "an int >= 2"), Absent(None)]  # None: by name (CLASSES)
+
+
+class RunConfig(TypedDict):
+    """The parts of the run's config (the whole resolved Config, with the effective lr) that
+    the reports use; the rest is kept as it is."""
+    dataset: DatasetPart
+    model: Named
+    method: Named
+    reg: Named
+    seeds: Seeds
+    max_epochs: Int1
+    train_epochs: Annotated[int | None, Rule(lambda v: v is None or _int(v, 1), "an int >= 1 or null"), Absent(None)]
+    profile: Line
+    freeze_first_epochs: Annotated[int, Rule(_int, "an int >= 0"), Absent(0)]
+
+
+class Epoch(TypedDict):
+    """One history row (engine.train.fit); train_loss, seconds, lr and angles are kept as they are."""
+    epoch: Int1
+    train_error: Pct
+    test_error: Pct
+    val_error: Annotated[float, Rule(_pct, PCT), Absent(None)]
+
+
+class BestVal(TypedDict):  # the epoch chosen on the validation set (val=true)
+    epoch: Int1
+    val_error: Pct
+    train_error: Pct
+    test_error: Pct
+
+
+class Result(NamedTuple):
+    train_error: float | None
+    test_error: float | None
 
 
 # --- the record ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Record:
-    """The fields of one seed's record that the tables and figures use, checked."""
-    path: Path
-    dataset: str
-    classes: int
-    model: str
-    method: str
-    reg: str
-    row: str             # the paper's row label, e.g. "2x800 Tanh + DO"
-    freeze: int          # epochs the first layer stayed frozen (Figure 2 left); 0 for the tables
-    key: str             # the experiment
-    seed: int
-    seeds: tuple[int, ...]  # the seeds the job asked for
-    profile: str
-    max_epochs: int      # the most epochs a seed could run: config.max_epochs, or a row's shorter train_epochs
-    epochs: int
-    stop: str
-    train_error: float | None  # at the reported epoch: best_val's when there is one; None if diverged
-    test_error: float | None
-    history: tuple[dict, ...] = field(compare=False, repr=False)
-    config: dict = field(compare=False, repr=False)
-    device: str = field(default="cpu", compare=False)  # "cpu", or the GPU's name (the headline's costs)
-    threads: int = field(default=1, compare=False)     # torch's CPU threads in the job
+    """One seed's run record; the fields in the file's order."""
+    format: Annotated[int, Rule(lambda v: v == FORMAT, f"{FORMAT}")] = FORMAT
+    key: Text                         # the experiment: a hash of settings(config)
+    row: Line                         # the paper's row label, e.g. "2x800 Tanh + DO"
+    config: RunConfig
+    device: Text = "cpu"              # "cpu", or the GPU's name (the headline's costs)
+    stacked_seeds: Anything = None
+    cpu_threads: Int1 = 1             # torch's CPU threads in the job
+    torch: Anything = None
+    python: Anything = None
+    dfarun: Anything = None           # dfarun's version, as installed (None: imported uninstalled)
+    git_commit: Anything = None
+    git_dirty: Anything = None        # uncommitted changes: git_commit alone does not say what ran
+    host: Anything = None
+    overrides: Anything = None        # the command line's overrides, as typed (None: called from Python)
+    seed: Int0
+    created_utc: Anything = None
+    stop: Stop
+    epochs: Int1
+    train_error: MaybePct             # at the last epoch; null when the seed diverged
+    test_error: MaybePct
+    wall_seconds: Anything = None
+    best_val: Annotated[BestVal | None, BestVal] = None  # absent, or an object
+    history: tuple[Epoch, ...] = field(repr=False)
+    path: Path | None = field(default=None, compare=False, metadata={"file": False})  # where it was read
+
+    def __hash__(self) -> int:  # equal records are one experiment's one seed (config is a dict)
+        return hash((self.key, self.seed, self.row))
+
+    @classmethod
+    def new(cls, **fields) -> "Record":
+        """A record built by the runner, checked as a reader checks it (Invalid, TypeError for
+        a field the format does not have)."""
+        unknown = fields.keys() - set(_FILE_FIELDS)
+        if unknown:
+            raise TypeError(f"not fields of a record: {', '.join(sorted(unknown))}")
+        return parse({k: v for k, v in fields.items() if not (v is None and _DEFAULTS.get(k, ...) is None)})
+
+    def to_dict(self) -> dict:
+        """The record file's JSON object (best_val only where there is one)."""
+        out = {name: getattr(self, name) for name in _FILE_FIELDS}
+        if self.best_val is None:
+            del out["best_val"]
+        return out | {"history": list(self.history)}
+
+    # what the tables and figures read, derived from the fields
+    dataset = property(lambda self: self.config["dataset"]["name"])
+    model = property(lambda self: self.config["model"]["name"])
+    method = property(lambda self: self.config["method"]["name"])
+    reg = property(lambda self: self.config["reg"]["name"])
+    profile = property(lambda self: self.config["profile"])
+    seeds = property(lambda self: tuple(self.config["seeds"]))  # the seeds the job asked for
+    freeze = property(lambda self: self.config.get("freeze_first_epochs", 0))  # epochs the first layer stayed frozen
+    threads = property(lambda self: self.cpu_threads)
+
+    @property
+    def classes(self) -> int:
+        return self.config["dataset"].get("classes") or CLASSES[self.dataset]
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs the seed could run: config.max_epochs, or its row's shorter train_epochs."""
+        return epoch_limit(self.config)
+
+    @cached_property
+    def result(self) -> Result:
+        """(train, test) error at the reported epoch: best_val's when there is one; None if diverged."""
+        at = self.best_val if self.best_val is not None else {"train_error": self.train_error,
+                                                                "test_error": self.test_error}
+        return Result(at["train_error"], at["test_error"])
 
     @property
     def learned(self) -> bool:
         return learned(self)
 
 
-def learned(r) -> bool:
+def learned(r: Record) -> bool:
     """THE definition of a seed that learned, for tables and figures alike: it did not diverge
     and its (reported) training error is below 90% of chance error (81% on MNIST). Seeds that
     did not learn count as run, are left out of the means, and a cell none learned in is `—`."""
     chance = 100 * (1 - 1 / r.classes)
-    return r.stop != "diverged" and r.train_error is not None and r.train_error < NO_LEARNING * chance
+    train = r.result.train_error
+    return r.stop != "diverged" and train is not None and train < NO_LEARNING * chance
 
 
-# --- checking one field ----------------------------------------------------------------------------
+# --- checking: each field by its type, then the fields against each other ----------------------------
 
 class Invalid(ValueError):
     """A missing or wrong field; the message starts with its dotted name."""
 
     def __init__(self, name: str, why: str):
         super().__init__(f"{name}: {why}")
+        self.name, self.why = name, why
+
+    def within(self, outer: str) -> "Invalid":
+        """The same error, named from one level up: `outer` before this name."""
+        return Invalid(outer + self.name, self.why)
 
 
-_REQUIRED = object()
+def _checker(tp) -> Callable[[object], object]:
+    """check(value) for a field's type: the value (a tuple for a history), or Invalid naming
+    the part of it that is wrong ("", ".epoch", "[3].epoch"); the caller puts the field's name
+    before it. Names are made only for an error: a store holds a million history rows."""
+    if typing.get_origin(tp) is Annotated:
+        meta = typing.get_args(tp)[1:]
+        rule = next((m for m in meta if isinstance(m, Rule)), None)
+        if rule is None:  # Annotated[T, SomeTypedDict]: that TypedDict where present
+            return _checker(next(m for m in meta if isinstance(m, type)))
+        ok, expected = rule
+
+        def check(v):
+            if not ok(v):
+                raise Invalid("", f"{reprlib.repr(v)}, expected {expected}")
+            return v
+        return check
+    if typing.get_origin(tp) is tuple:  # the history: a list of rows
+        row = _checker(typing.get_args(tp)[0])
+
+        def rows(v):
+            if not isinstance(v, list):
+                raise Invalid("", f"{reprlib.repr(v)}, expected a list")
+            for i, r in enumerate(v):
+                try:
+                    row(r)
+                except Invalid as err:
+                    raise err.within(f"[{i}]") from None
+            return tuple(v)
+        return rows
+    hints = typing.get_type_hints(tp, include_extras=True)  # a TypedDict: its keys, the rest kept
+    keys = [(k, _checker(t), _ok(t), any(isinstance(m, Absent) for m in typing.get_args(t)[1:]))
+            for k, t in hints.items()]
+
+    def obj(v):
+        if type(v) is not dict:
+            raise Invalid("", f"{reprlib.repr(v)}, expected an object")
+        for k, check, ok, may_lack in keys:
+            if k in v:
+                if ok is None or not ok(v[k]):  # ok: a Rule's own test, the fast way for history rows
+                    try:
+                        check(v[k])
+                    except Invalid as err:
+                        raise err.within(f".{k}") from None
+            elif not may_lack:
+                raise Invalid(f".{k}", "missing")
+        return v
+    return obj
 
 
-def _take(obj: dict, name: str, ok: Callable[[object], bool], expected: str, default=_REQUIRED):
-    """obj[last part of name] when ok(value); the default when it is absent (if one is given);
-    Invalid naming the field otherwise."""
-    key = name.rsplit(".", 1)[-1]
-    if key not in obj:
-        if default is _REQUIRED:
+def _ok(tp) -> Callable[[object], bool] | None:
+    """A Rule-typed field's test; None for a nested type."""
+    meta = typing.get_args(tp)[1:] if typing.get_origin(tp) is Annotated else ()
+    return next((m.ok for m in meta if isinstance(m, Rule)), None)
+
+
+@cache
+def _fields() -> tuple[tuple[str, Callable, bool], ...]:
+    """(name, check, required) of each field of the file, in its order."""
+    hints = typing.get_type_hints(Record, include_extras=True)
+    return tuple((f.name, _checker(hints[f.name]), f.default is dataclasses.MISSING)
+                 for f in dataclasses.fields(Record) if f.metadata.get("file", True))
+
+
+_FILE_FIELDS = tuple(f.name for f in dataclasses.fields(Record) if f.metadata.get("file", True))
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Record)}  # None: a null is the field left out
+
+
+def parse(rec: dict, path: Path | None = None) -> Record:
+    """The Record of a loaded JSON record (`load`); Invalid naming the first bad field."""
+    values = {}
+    for name, check, required in _fields():
+        if name in rec:
+            try:
+                values[name] = check(rec[name])
+            except Invalid as err:
+                raise err.within(name) from None
+        elif required:
             raise Invalid(name, "missing")
-        return default
-    value = obj[key]
-    if not ok(value):
-        raise Invalid(name, f"{reprlib.repr(value)}, expected {expected}")
-    return value
+    r = Record(**values, path=path)
+    _agree(r)
+    return r
 
 
-def _is_int(lo: int, hi: float = math.inf) -> Callable[[object], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+def _agree(r: Record) -> None:
+    """The fields against each other: Invalid naming the first that does not fit."""
+    if r.config["dataset"].get("classes") is None and r.dataset not in CLASSES:
+        raise Invalid("config.dataset.classes", f"missing, and {r.dataset!r} is not a known data set")
+    if r.seed not in r.config["seeds"]:
+        raise Invalid("seed", f"{r.seed} is not among config.seeds {reprlib.repr(r.config['seeds'])}")
+    if r.epochs > r.max_epochs:
+        raise Invalid("epochs", f"{r.epochs}, expected an int from 1 to the epoch limit ({r.max_epochs})")
+    for name in ("train_error", "test_error"):  # a converged seed can never show as `nan`
+        if r.stop == "diverged" and getattr(r, name) is not None:
+            raise Invalid(name, f"{getattr(r, name)!r}, expected null (the seed diverged)")
+        if r.stop != "diverged" and getattr(r, name) is None:
+            raise Invalid(name, f"None, expected {PCT} (stop is {r.stop!r}; only a diverged seed has no errors)")
+    if r.best_val is not None:  # dropout rows: the epoch chosen on the validation set
+        if r.stop == "diverged":
+            raise Invalid("best_val", "present, but the seed diverged")
+        if r.best_val["epoch"] > r.epochs:
+            raise Invalid("best_val.epoch", f"{r.best_val['epoch']}, expected an int from 1 to epochs ({r.epochs})")
+    if len(r.history) != r.epochs:  # one row per epoch run, epochs 1, 2, ... in order (the figures' curves)
+        raise Invalid("history", f"{reprlib.repr(list(r.history))}, expected a list of {r.epochs} rows (one per epoch run)")
+    for i, row in enumerate(r.history):
+        if row["epoch"] != i + 1:
+            raise Invalid(f"history[{i}].epoch", f"{row['epoch']!r}, expected {i + 1}")
 
 
-def _is_text(v) -> bool:
-    return isinstance(v, str) and v.strip() != ""
+# --- files -----------------------------------------------------------------------------------------
+
+def load(path: Path) -> dict:
+    """The JSON object at path, a record of this format; ValueError saying why it is not one."""
+    if path.exists() and not path.is_file():  # a FIFO would block the read; a folder cannot be one
+        raise ValueError("not a regular file")
+    try:
+        rec = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"unreadable ({err.strerror or type(err).__name__})") from None
+    except ValueError as err:  # truncated, empty, not UTF-8
+        raise ValueError(f"not JSON ({err})") from None
+    except RecursionError:  # nested deeper than any record: a foreign or hostile file
+        raise ValueError("not JSON (nested too deeply)") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"a JSON {type(rec).__name__}, not a record")
+    if rec.get("format") != FORMAT:
+        raise ValueError(f"format {rec.get('format')!r}; this version reads format {FORMAT}")
+    return rec
 
 
-def _is_line(v) -> bool:  # printed into the tables: a line break would break them
-    return _is_text(v) and v.isprintable()
+def read(path: Path) -> Record:
+    """The record at path; ValueError (Invalid: naming the field) when it is not a valid one."""
+    return parse(load(path), path)
 
 
-def _is_pct(v) -> bool:  # an error rate in percent; JSON has no NaN, but a hand-edited file might
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 100
+# --- the experiment: what a record's key hashes -----------------------------------------------------
+
+def experiment(cfg: DictConfig) -> dict:
+    """A composed config as its records keep it: resolved, with the effective rate, less RUNTIME_KEYS."""
+    exp = OmegaConf.to_container(cfg, resolve=True)
+    exp["lr"] = effective_lr(cfg)
+    return {k: v for k, v in exp.items() if k not in RUNTIME_KEYS}
 
 
-def _is_seeds(v) -> bool:
-    return isinstance(v, list) and len(v) > 0 and all(_is_int(0)(s) for s in v) and len(set(v)) == len(v)
+def settings(config: dict) -> dict:
+    """The experiment's settings that differ from the schema's defaults: what the key hashes.
+    `config` is experiment(cfg), or the config a record keeps (which has the effective rate too).
+    A new setting whose default keeps the old behaviour leaves existing records findable.
+    (Changing a default's value therefore changes what old records mean: bump FORMAT.)"""
+    return _differences({k: v for k, v in config.items() if k not in RUNTIME_KEYS}, defaults())
 
 
-PCT = "a number in [0, 100]"
+@cache
+def defaults() -> dict:
+    """The schema's defaults (config.schema.Config), built once: a reader of 10,000 records
+    asks for them 10,000 times. Not to be changed by the caller."""
+    return OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
 
 
-# --- checking a whole record ---------------------------------------------------------------------
-
-def parse(rec: dict, path: Path) -> Record:
-    """The Record of a loaded JSON record (store.load); Invalid naming the first bad field."""
-    cfg = _take(rec, "config", lambda v: isinstance(v, dict), "an object")
-    part = {name: _take(cfg, f"config.{name}", lambda v: isinstance(v, dict), "an object")
-            for name in ("dataset", "model", "method", "reg")}
-    names = {k: _take(v, f"config.{k}.name", _is_line, "one line of printable text") for k, v in part.items()}
-    classes = _take(part["dataset"], "config.dataset.classes", _is_int(2), "an int >= 2",
-                    default=CLASSES.get(names["dataset"]))
-    if classes is None:
-        raise Invalid("config.dataset.classes", f"missing, and {names['dataset']!r} is not a known data set")
-    seeds = _take(cfg, "config.seeds", _is_seeds, "a non-empty list of distinct ints >= 0")
-    max_epochs = _take(cfg, "config.max_epochs", _is_int(1), "an int >= 1")
-    # a row's own training time (the dropout row's 150 epochs); absent in records made before it
-    train_epochs = _take(cfg, "config.train_epochs", lambda v: v is None or _is_int(1)(v), "an int >= 1 or null",
-                         default=None)
-    seed = _take(rec, "seed", _is_int(0), "an int >= 0")
-    if seed not in seeds:
-        raise Invalid("seed", f"{seed} is not among config.seeds {reprlib.repr(seeds)}")
-    stop = _take(rec, "stop", lambda v: v in STOPS, " or ".join(STOPS))
-    limit = epoch_limit({"max_epochs": max_epochs, "train_epochs": train_epochs})
-    epochs = _take(rec, "epochs", _is_int(1, limit), f"an int from 1 to the epoch limit ({limit})")
-    errors = _final_errors(rec, stop, epochs)
-    return Record(
-        path=path, dataset=names["dataset"], classes=classes, model=names["model"], method=names["method"],
-        reg=names["reg"], row=_take(rec, "row", _is_line, "one line of printable text"),
-        # added after this record format: absent means not frozen
-        freeze=_take(cfg, "config.freeze_first_epochs", _is_int(0), "an int >= 0", default=0),
-        key=_take(rec, "key", _is_text, "a non-empty string"), seed=seed, seeds=tuple(seeds),
-        profile=_take(cfg, "config.profile", _is_line, "one line of printable text"), max_epochs=limit,
-        epochs=epochs, stop=stop, train_error=errors[0], test_error=errors[1],
-        history=_history(rec, epochs), config=cfg,
-        device=_take(rec, "device", _is_text, "a non-empty string", default="cpu"),
-        threads=_take(rec, "cpu_threads", _is_int(1), "an int >= 1", default=1))
+def _differences(values: dict, defaults: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key, _ABSENT)
+        if isinstance(value, dict) and isinstance(default, dict):
+            out[key] = _differences(value, default)
+        elif value != default:
+            out[key] = value
+    return out
 
 
-def _final_errors(rec: dict, stop: str, epochs: int) -> tuple[float | None, float | None]:
-    """(train, test) error at the reported epoch. A diverged seed has none (null); every other
-    seed has both, so a converged seed can never show as `nan`."""
-    diverged = stop == "diverged"
-    for name in ("train_error", "test_error"):
-        if diverged:
-            _take(rec, name, lambda v: v is None, "null (the seed diverged)")
-        else:
-            _take(rec, name, _is_pct, f"{PCT} (stop is {stop!r}; only a diverged seed has no errors)")
-    if "best_val" not in rec:
-        return rec["train_error"], rec["test_error"]
-    # dropout rows: the epoch chosen on the validation set
-    if diverged:
-        raise Invalid("best_val", "present, but the seed diverged")
-    best = _take(rec, "best_val", lambda v: isinstance(v, dict), "an object")
-    _take(best, "best_val.epoch", _is_int(1, epochs), f"an int from 1 to epochs ({epochs})")
-    _take(best, "best_val.val_error", _is_pct, PCT)
-    return (_take(best, "best_val.train_error", _is_pct, PCT), _take(best, "best_val.test_error", _is_pct, PCT))
-
-
-def _history(rec: dict, epochs: int) -> tuple[dict, ...]:
-    """One row per epoch, epochs 1, 2, ... in order, each with its train and test error (the
-    figures' curves); a validation error, where there is one, is a percentage too."""
-    history = _take(rec, "history", lambda v: isinstance(v, list) and len(v) == epochs,
-                    f"a list of {epochs} rows (one per epoch run)")
-    for i, row in enumerate(history):
-        name = f"history[{i}]"
-        if not isinstance(row, dict):
-            raise Invalid(name, f"{reprlib.repr(row)}, expected an object")
-        _take(row, f"{name}.epoch", lambda v: _is_int(1)(v) and v == i + 1, f"{i + 1}")
-        for err in ("train_error", "test_error"):
-            _take(row, f"{name}.{err}", _is_pct, PCT)
-        _take(row, f"{name}.val_error", _is_pct, PCT, default=None)
-    return tuple(history)
+_ABSENT = object()
