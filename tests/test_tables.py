@@ -428,3 +428,24 @@ def test_readme_markers_may_be_indented_or_follow_a_bom_and_a_symlink_loop_is_re
                         "--readme", str(loop)]) == 2
     err = capsys.readouterr().err
     assert "--readme=" in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_rows_own_settings_for_one_method_are_that_cells(tmp_path, capsys):
+    """conf/row_method/2x800_tanh_do_fa.yaml: FA's dropout-row cell has its own rate, decay and
+    training time; a FA run with the row's (BP's) settings is left out of it with a note."""
+    from dfarun.report import cells
+
+    (fa, fa_limit), (bp, bp_limit) = (cells.table_cell("mnist", "2x800 Tanh + DO", m) for m in ("fa", "bp"))
+    assert (fa["lr"], fa["halve_every"], fa_limit) == (3e-4, 100, 300) and (bp["lr"], bp_limit) == (1e-3, 150)
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        store.write(runs / f"fa{seed}.json", record(row="2x800 Tanh + DO", method="fa", seed=seed, key="fa",
+                                                    max_epochs=300, test=1.5))
+        as_bp = record(row="2x800 Tanh + DO", method="fa", seed=seed, key="as_bp", max_epochs=300, test=1.9)
+        as_bp["config"] |= {k: bp[k] for k in ("lr", "halve_every", "train_epochs")}
+        store.write(runs / f"as_bp{seed}.json", as_bp)
+    assert tables.main(["--store", str(runs), "--out", str(tmp_path / "out"), "--tables", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "1.50 ± 0.00%" in out and "1.90" not in out
+    assert "2x800 Tanh + DO FA: records with other settings than the paper's cell left out (halve_every=50, " \
+           "lr=0.001, train_epochs=150)" in err

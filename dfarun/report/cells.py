@@ -77,11 +77,17 @@ def _table_cells(table: int) -> dict[tuple[str, str, str], tuple[dict, int]]:
     """(data set, paper row, method) -> (settings less the budget, epoch limit) of one table's
     cells: composed once, and only for a table whose data set some record has (a compose is a
     tenth of a second, a table ten of them)."""
+    from hydra import compose
+
     cells, grid = {}, table_grids([table])[table]
-    for _, cfg in table_rows([table])[table]:
+    for row, cfg in table_rows([table])[table]:
         for method in grid.method.split(","):
-            cfg.method.name = method  # our own composed copy; a method's config is its name
-            cells[(cfg.dataset.name, row_label(cfg), method)] = (_protocol(experiment(cfg)), epoch_limit(cfg))
+            if (CONF_DIR / "row_method" / f"{row}_{method}.yaml").is_file():  # the row's own settings for it
+                with _composing():
+                    own = compose("config", overrides=[f"experiment=table{table}", f"row={row}", f"method={method}"])
+            else:  # a method's config is its name: our own composed copy, renamed
+                own, cfg.method.name = cfg, method
+            cells[(own.dataset.name, row_label(own), method)] = (_protocol(experiment(own)), epoch_limit(own))
     return cells
 
 

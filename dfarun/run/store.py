@@ -17,58 +17,23 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dfarun import atomic
-from dfarun.config.schema import Config, effective_lr
 from dfarun.atomic import atomic_save
 from dfarun.errors import ConfigError, check_folder, interrupted
-from dfarun.run.record import STOPS, parse  # noqa: F401 (STOPS: the stop reasons a record may give)
+# the record format is run/record.py's: its version, what a key hashes, reading a file
+from dfarun.run.record import FORMAT, RUNTIME_KEYS, STOPS, experiment, load, parse, settings  # noqa: F401
 from dfarun.run.locks import Lock, acquire, drop_stale_locks  # noqa: F401 (the runner takes its locks here)
 
 log = logging.getLogger("dfarun")
 
-FORMAT = 2  # bump when the record layout changes (2: row label, best_val)
-# not part of the experiment: where and how it ran, and how it was grouped
-RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "save_weights", "profile",
-                "table", "figure", "logger", "seed_stack")
-
-
 # --- names ------------------------------------------------------------------------------------
-
-def experiment(cfg: DictConfig) -> dict:
-    exp = OmegaConf.to_container(cfg, resolve=True)
-    exp["lr"] = effective_lr(cfg)
-    return {k: v for k, v in exp.items() if k not in RUNTIME_KEYS}
-
-
-def settings(config: dict) -> dict:
-    """The experiment's settings that differ from the schema's defaults: what the key hashes.
-    `config` is experiment(cfg), or the config a record keeps (which has the effective rate too).
-    A new setting whose default keeps the old behaviour leaves existing records findable.
-    (Changing a default's value therefore changes what old records mean: bump FORMAT.)"""
-    defaults = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
-    return _differences({k: v for k, v in config.items() if k not in RUNTIME_KEYS}, defaults)
-
 
 def experiment_key(cfg: DictConfig) -> str:
     """Hash of settings(experiment(cfg))."""
     blob = json.dumps(settings(experiment(cfg)), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
-
-
-def _differences(values: dict, defaults: dict) -> dict:
-    out = {}
-    for key, value in values.items():
-        default = defaults.get(key, _ABSENT)
-        if isinstance(value, dict) and isinstance(default, dict):
-            out[key] = _differences(value, default)
-        elif value != default:
-            out[key] = value
-    return out
-
-
-_ABSENT = object()
 
 
 def record_path(cfg: DictConfig, seed: int) -> Path:
@@ -181,25 +146,6 @@ def read(path: Path) -> dict | None:
         return load(path)
     except ValueError:
         return None
-
-
-def load(path: Path) -> dict:
-    """The record at path; ValueError saying why when it is not a finished record of ours."""
-    if path.exists() and not path.is_file():  # a FIFO would block the read; a folder cannot be one
-        raise ValueError("not a regular file")
-    try:
-        rec = json.loads(path.read_text())
-    except OSError as err:
-        raise ValueError(f"unreadable ({err.strerror or type(err).__name__})") from None
-    except ValueError as err:  # truncated, empty, not UTF-8
-        raise ValueError(f"not JSON ({err})") from None
-    except RecursionError:  # nested deeper than any record: a foreign or hostile file
-        raise ValueError("not JSON (nested too deeply)") from None
-    if not isinstance(rec, dict):
-        raise ValueError(f"a JSON {type(rec).__name__}, not a record")
-    if rec.get("format") != FORMAT:
-        raise ValueError(f"format {rec.get('format')!r}; this version reads format {FORMAT}")
-    return rec
 
 
 _warned: set[tuple[Path, float]] = set()
