@@ -1,7 +1,7 @@
 """A run record's contents: one seed's numbers and where they came from (code, machine, command).
 
-runner.py writes one per seed the moment it is final (store.write); records.py reads them back
-for the tables and figures.
+runner.py writes one per seed the moment it is final (store.write); its format is record.py's
+Record, through which report/records.py reads them back for the tables and figures.
 
 The code is named by dfarun's version and, in a checkout, its git commit; uncommitted changes
 to the code go beside the record as a diff (`<record>.diff`, and git_dirty: true), so every
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from dfarun.config.schema import CONF_DIR, effective_lr
 from dfarun.engine.train import SeedResult
 from dfarun.run import store
+from dfarun.run.record import FORMAT, Record
 
 PACKAGE = Path(__file__).resolve().parents[1]  # dfarun/: with CONF_DIR, the code a diff covers (not the records)
 
@@ -52,7 +53,7 @@ def context(cfg: DictConfig, device: torch.device, stacked: int, row: str, code:
     config = OmegaConf.to_container(cfg, resolve=True)
     config["lr"] = effective_lr(cfg)
     return {
-        "format": store.FORMAT,
+        "format": FORMAT,
         "key": store.experiment_key(cfg),
         "row": row,
         "config": config,
@@ -72,24 +73,25 @@ def context(cfg: DictConfig, device: torch.device, stacked: int, row: str, code:
 
 
 def record(context: dict, result: SeedResult, wall_seconds: float) -> dict:
-    """One seed's run record: the job's context, its stop reason, final errors and history."""
+    """One seed's run record (record.Record, checked as the readers check it): the job's
+    context, its stop reason, final errors and history; as the JSON object store.write writes."""
     last = result.history[-1]
     diverged = result.stop == "diverged"
-    best = {}
+    best = None
     if "val_error" in last and not diverged:  # training time chosen on the validation set
-        best = {"best_val": min(result.history, key=lambda row: (row["val_error"], row["epoch"]))}
-    return {
+        best = min(result.history, key=lambda row: (row["val_error"], row["epoch"]))
+    return Record.new(
         **context,
-        "seed": result.seed,
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "stop": result.stop,
-        "epochs": last["epoch"],
-        "train_error": None if diverged else last["train_error"],
-        "test_error": None if diverged else last["test_error"],
-        "wall_seconds": wall_seconds,
-        **best,
-        "history": result.history,
-    }
+        seed=result.seed,
+        created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        stop=result.stop,
+        epochs=last["epoch"],
+        train_error=None if diverged else last["train_error"],
+        test_error=None if diverged else last["test_error"],
+        wall_seconds=wall_seconds,
+        best_val=best,
+        history=result.history,
+    ).to_dict()
 
 
 def _diff(package: Path, configs: Path) -> str | None:
