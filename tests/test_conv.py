@@ -175,7 +175,7 @@ CONV_TINY = ["model=conv_tanh", "model.channels=[8,8]", "model.width=32", "datas
 def test_conv_learns_on_image_shaped_synthetic_data(make_cfg, method):
     """Whitened (the conv default), zero init for FA and DFA: well below chance (66.7%) in 8 epochs.
     (With 10 classes the tiny net sits at the class priors for longer than a test should wait.)"""
-    from dfarun.run.runner import run
+    from dfarun.run.runner import run_records as run  # run(cfg) returns the metric; these read records
     records = run(make_cfg(*CONV_TINY, f"method={method}", "max_epochs=8"))
     for rec in records:
         assert rec["row"] == "CONV Tanh" and rec["config"]["whiten"] is None
@@ -185,7 +185,7 @@ def test_conv_learns_on_image_shaped_synthetic_data(make_cfg, method):
 def test_dropout_after_the_conv_blocks_alone_is_dropout(make_cfg, tmp_path):
     """reg.p_conv with p_input = p_hidden = 0 still drops (it once trained as if no dropout);
     an MLP ignores p_conv, so reg=dropout on an MLP trains as its p_input and p_hidden say."""
-    from dfarun.run.runner import run
+    from dfarun.run.runner import run_records as run  # run(cfg) returns the metric; these read records
     tiny = [*CONV_TINY, "max_epochs=1", "seeds=[0]", "dataset.train_size=96", "dataset.test_size=32"]
     plain = run(make_cfg(*tiny, f"store={tmp_path / 'plain'}"))[0]
     conv_only = run(make_cfg(*tiny, "reg=dropout", "reg.p_input=0", "reg.p_hidden=0", "reg.p_conv=[0.25,0.5]",
@@ -227,7 +227,7 @@ def test_conv_config_errors_name_the_key(make_cfg, overrides, key):
 
 
 def test_conv_saved_weights_carry_the_shape(make_cfg, tmp_path):
-    from dfarun.run.runner import run
+    from dfarun.run.runner import run_records as run  # run(cfg) returns the metric; these read records
     run(make_cfg(*CONV_TINY, "max_epochs=1", "seeds=[0]", "save_weights=true"))
     (path,) = (tmp_path / "runs").glob("*_seed0.pt")
     saved = torch.load(path, weights_only=True)

@@ -12,7 +12,7 @@ import dfarun.run.progress as progress
 import dfarun.engine.train as train
 from dfarun.run import store
 from dfarun.report import tables
-from dfarun.run.runner import run
+from dfarun.run.runner import run_records as run  # run(cfg) returns the metric; these read records
 
 from helpers import DFARUN, TINY, cli_env, record
 
@@ -130,7 +130,7 @@ def test_an_unknown_logger_is_one_line_and_exit_2(tmp_path):
     out = subprocess.run([*DFARUN, *TINY, SMALL, "logger.name=wandb", f"store={tmp_path / 'runs'}"],
                          capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip() == "dfarun: error: logger='wandb': expected one of none, tensorboard"
+    assert out.stderr.strip() == "dfarun: error: logger.name='wandb': expected one of none, tensorboard"
     assert not (tmp_path / "runs").exists()
 
 

@@ -13,11 +13,12 @@ import dfarun.config.schema as config
 import dfarun.run.provenance as provenance
 import dfarun.run.runner as runner
 import dfarun.engine.train as train
+from dfarun.config.schema import row_label
 from dfarun.errors import ConfigError
 from dfarun.config.checks import validate
 from dfarun.engine.data import Data, load
 from dfarun.engine.rules import RULES
-from dfarun.run.runner import run
+from dfarun.run.runner import run_records as run  # run(cfg) returns the metric; these read records
 from dfarun.engine.state import AVG_START, State, init_state
 from dfarun.engine.train import AVG_KEEP, MAX_HALVINGS, Protocol
 
@@ -183,13 +184,15 @@ def test_val_true_through_run_reports_val_error_and_best_val(make_cfg, monkeypat
     assert [h["val_error"] for h in records[0]["history"]] != [h["test_error"] for h in records[0]["history"]]
 
 
-def test_best_val_is_the_earliest_epoch_of_the_minimum():
-    hist = [{"epoch": k, "val_error": v, "train_error": 1.0, "test_error": t}
+def test_best_val_is_the_earliest_epoch_of_the_minimum(make_cfg):
+    cfg = make_cfg(SMALL, "val=true", "max_epochs=4")
+    context = provenance.context(cfg, CPU, 1, row_label(cfg), provenance.Code(None, None, None))
+    hist = [{"epoch": k, "val_error": v, "train_error": 1.0, "test_error": t, "train_loss": 0.5, "seconds": 1.0}
             for k, (v, t) in enumerate([(5.0, 9.0), (2.0, 7.0), (3.0, 6.0), (2.0, 5.0)], 1)]
-    rec = provenance.record({}, train.SeedResult(0, "max_epochs", hist), 1.0)
+    rec = provenance.record(context, train.SeedResult(0, "max_epochs", hist), 1.0)
     assert rec["best_val"]["epoch"] == 2 and rec["best_val"]["test_error"] == 7.0
     assert rec["test_error"] == 5.0   # the final epoch's, beside it
-    diverged = provenance.record({}, train.SeedResult(0, "diverged", hist), 1.0)
+    diverged = provenance.record(context, train.SeedResult(0, "diverged", hist), 1.0)
     assert "best_val" not in diverged
 
 

@@ -14,7 +14,7 @@ import torch
 
 import dfarun.run.runner as runner
 from dfarun.run import store
-from dfarun.run.runner import run
+from dfarun.run.runner import run_records as run  # run(cfg) returns the metric; these read records
 
 SMALL = "model=3x50_tanh"
 

@@ -105,7 +105,7 @@ def test_a_diverged_seed_stops_and_the_others_go_on(toy_data):
     assert [r.seed for r in final][0] == 1  # reported as soon as it was final
 
 
-def test_bench_runs_and_prints_its_table(capsys):
+def test_bench_runs_and_prints_its_table(capsys, torch_threads):
     from dfarun.cli import bench
     bench.main(["--examples", "256", "--seeds", "1,2", "--gemm-seconds", "0.05", "--device", "cpu", "--eager",
                 "--conv-examples", "4", "--conv-seeds", "1,2"])
@@ -116,6 +116,49 @@ def test_bench_runs_and_prints_its_table(capsys):
     assert "conv_tanh on 3x32x32 images" in out and "images/s" in out
     headers = [line for line in out.splitlines() if line.startswith("| method")]
     assert len(headers) == 2 and all("slowest / fastest" in h for h in headers)  # 3 epochs a row by default
+    # on a CPU: the same epoch idle, and beside a CPU-bound process with every core and with a job's choice
+    assert "Threads: an idle machine and a busy one" in out
+    cases = [line.split("|")[1].strip() for line in out.splitlines() if "| idle" in line or "| 1 CPU-bound" in line]
+    assert cases[0] == "idle, torch's default (every core)" and cases[-2:] == [
+        "1 CPU-bound process beside it, torch's default (every core)",
+        f"1 CPU-bound process beside it, a job's choice ({cases[-1].split('(')[-1]}"]
+
+
+@pytest.fixture
+def torch_threads():
+    """bench.main sets torch's threads for the process, as a job does: put them back."""
+    threads = torch.get_num_threads()
+    yield threads
+    torch.set_num_threads(threads)
+
+
+def test_bench_runs_on_dfarun_threads(monkeypatch, capsys, torch_threads):
+    from dfarun.cli import bench
+    monkeypatch.setenv("DFARUN_THREADS", "1")
+    bench.main(["--examples", "128", "--seeds", "1", "--methods", "dfa", "--gemm-seconds", "0.01", "--device", "cpu",
+                "--eager", "--skip", "conv", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert out.startswith("CPU, 1 threads (DFARUN_THREADS)")
+    assert "| 1 CPU-bound process beside it, a job's choice (DFARUN_THREADS) |         1 |" in out
+    assert ("| idle, the bench's threads (DFARUN_THREADS)" in out) == (torch_threads != 1)  # beside torch's own
+
+
+def test_break_even_is_compile_seconds_over_seconds_saved_per_step(monkeypatch):
+    from dfarun.cli import bench_speed
+    measured = {"2x800:dfa:1": {"eager_s": 0.007, "compiled_s": 0.003, "compile_s": 20.0},
+                "conv:dfa:1": {"eager_s": 1.0, "compiled_s": 1.2, "compile_s": 60.0}}
+    children = []
+
+    def child(case, steps, threads, cache, device):
+        children.append((case, cache))
+        return measured[case] | ({"compile_s": 2.0} if len(children) % 2 == 0 else {})  # the second: warm
+    monkeypatch.setattr(bench_speed, "_child", child)
+    mlp, conv = bench_speed.break_even_rows(["2x800:dfa:1", "conv:dfa:1"], 300, 2)
+    assert mlp["break-even steps (cold)"] == pytest.approx(20.0 / 0.004)
+    assert mlp["break-even steps (warm)"] == pytest.approx(2.0 / 0.004)
+    assert mlp["= MNIST epochs (cold)"] == pytest.approx(5000 / 938)
+    assert conv["break-even steps (cold)"] == float("inf")  # compiled is no faster: it never pays
+    assert children[0][1] == children[1][1] != children[2][1]  # cold then warm in one fresh cache a case
 
 
 def test_table_estimate_scales_one_timed_epoch_to_the_paper_profile(monkeypatch):

@@ -5,10 +5,13 @@ FlopCounterMode on a real step) / (float32 GEMM throughput measured in this same
 throughputs: a large square GEMM (the machine's peak) and a GEMM of the MLP step's own shape
 (64 rows x 800 x 800), which small batches cannot beat. Elementwise work (activations,
 pooling, RMSprop) is not counted, so a ratio near 1 means the step is as fast as its matrix
-products can be. Speed claims live here, never in tests.
+products can be. Speed claims live here, never in tests. The bench runs on the threads a job
+would (DFARUN_THREADS, else the free cores: run/threads.py), and on a CPU shows an epoch on an
+idle machine beside one with a CPU-bound process running (bench_speed.py).
 
-    python -m dfarun.cli.bench                       # 2x800 tanh epochs, conv_tanh images/s
+    python -m dfarun.cli.bench                       # 2x800 tanh epochs, conv_tanh images/s, idle vs busy
     python -m dfarun.cli.bench --estimate            # + hours for each table at the paper profile
+    python -m dfarun.cli.bench --skip mlp,conv,busy --break-even 2x800:dfa:1   # compile=auto's break-even
 """
 from __future__ import annotations
 
@@ -21,20 +24,16 @@ from pathlib import Path
 
 import torch
 from tabulate import tabulate
-from torch.utils.flop_counter import FlopCounterMode
 
-from dfarun.engine.conv import ConvArch
+from dfarun.cli.bench_speed import break_even_rows, busy_rows
+from dfarun.cli.bench_step import CIFAR, CONV, PROTOCOL, random_data, sync, time_epoch
 from dfarun.engine.data import IMAGE_SHAPES, Data
-from dfarun.engine.nets import Dropout, MLPArch, layer_sizes
+from dfarun.engine.nets import MLPArch, layer_sizes
+from dfarun.engine.step import Step
+from dfarun.engine.train import Protocol
 from dfarun.report.cells import split, table_grids, table_rows
-from dfarun.engine.rules import RULES
-from dfarun.engine.state import init_state
-from dfarun.engine.step import Step, updates
-from dfarun.engine.train import Protocol, train_epoch
+from dfarun.run.threads import choose
 
-CIFAR = IMAGE_SHAPES["cifar10"]
-PROTOCOL = Protocol(lr=1e-4, batch_size=64, max_epochs=1, compile=True)  # as `dfarun` trains
-CONV = ConvArch(CIFAR, (96, 128, 256), (2048, 2048), 10)  # model=conv_tanh on CIFAR-10
 TRAIN_SIZE = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 
 
@@ -43,70 +42,12 @@ def matmul_gflops(m: int, k: int, n: int, device: torch.device, seconds: float =
     a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         best = max(best, 2 * m * k * n / (time.perf_counter() - t))
     return best / 1e9
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def random_data(examples: int, features: int, classes: int, device: torch.device, shape=None) -> Data:
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.rand(examples, features, generator=g), torch.randint(classes, (examples,), generator=g)
-    return Data(x.to(device), y.to(device), x[:10].to(device), y[:10].to(device), shape=shape)
-
-
-def time_epoch(arch, method: str, seeds: int, data: Data, protocol: Protocol, repeats: int = 1
-               ) -> tuple[list[float], float]:
-    """(seconds for each of `repeats` epochs over data; one epoch's matmul/conv FLOPs), all
-    seeds stacked."""
-    device, rule = data.x_train.device, RULES[method]
-    # BP's uniform init for every method: zero weights would make some products trivially cheap
-    state = init_state(list(range(seeds)), arch, "tanh", RULES["bp"], device)
-    state.feedback = init_state(list(range(seeds)), arch, "tanh", rule, device).feedback
-    # FLOPs of one seed's step, times the seeds: the seeds are independent copies of the same
-    # work, and torch's counter charges a grouped convolution's weight gradient `groups` times over
-    batch = min(protocol.batch_size, data.x_train.shape[0])
-    idx = torch.arange(batch, device=device)[None]
-    target = torch.eye(arch.classes, device=device)[data.y_train[idx]]
-    one = state.select([0])
-    with FlopCounterMode(display=False) as counter:
-        updates(one.net, one.feedback, rule, data.x_train[idx], target)
-    flops = counter.get_total_flops() * seeds * data.x_train.shape[0] / batch
-    step = Step(protocol.compile, device)
-    with torch.no_grad():
-        warm_up(step, state, data, rule, protocol)
-        times = []
-        for _ in range(repeats):
-            _sync(device)
-            t = time.perf_counter()
-            train_epoch(state, data, rule, protocol, step=step)
-            _sync(device)
-            times.append(time.perf_counter() - t)
-    return times, flops
-
-
-def warm_up(step: Step, state, data: Data, rule, protocol: Protocol, calls: int = 3) -> None:
-    """Call `step` as train_epoch will (same shapes, strides and arguments), so that compiling,
-    the allocator and kernel choice (CUDA graphs record on the second call) are not timed."""
-    device, seeds = data.x_train.device, len(state.seeds)
-    order = torch.arange(data.x_train.shape[0], device=device).repeat(seeds, 1)
-    eye = step.buffer("eye", torch.eye(state.net.weights[-1].shape[1], device=device))
-    lr = step.buffer("lr", torch.full((seeds,), protocol.lr, device=device))
-    drop = None
-    if protocol.dropout:
-        drop = Dropout.draw(protocol.p_input, protocol.p_hidden, tuple(state.noise), protocol.batch_size,
-                            [data.x_train.shape[1], *state.net.hidden], protocol.p_conv)
-    tally = [step.buffer(name, torch.zeros(seeds, device=device)) for name in ("errors", "loss")]
-    for _ in range(calls):
-        step(state.net, state.feedback, state.sq_avg, rule, data.x_train, data.y_train,
-             order[:, :protocol.batch_size], eye, lr, drop, protocol.eps, (), *tally)
 
 
 def bench_rows(arch, methods: list[str], stacks: list[int], data: Data, protocol: Protocol,
@@ -216,7 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs-from", nargs="+", metavar="STORE", default=None,
                    help="--estimate: also the hours at the epochs the run records in these stores ran (the "
                         "longest seed of each cell; cells without records at their limit)")
-    p.add_argument("--skip", default="", help="comma-separated parts to leave out: mlp, conv")
+    p.add_argument("--skip", default="", help="comma-separated parts to leave out: mlp, conv, busy")
+    p.add_argument("--break-even", default="", metavar="CASES",
+                   help="compile=auto's break-even for these cases, comma-separated: DEPTHxWIDTH:METHOD:SEEDS[:STEPS] "
+                        "or conv:METHOD:SEEDS[:STEPS], e.g. 2x800:dfa:1 (each compiles twice, in child processes)")
+    p.add_argument("--break-even-steps", type=int, default=300, help="mini-batches timed per --break-even case")
     p.add_argument("--eager", action="store_true", help="time the eager step (compile=false)")
     p.add_argument("--repeats", type=int, default=3,
                    help="epochs timed per row; the fastest is shown (this machine's own speed, not a neighbour's)")
@@ -237,7 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--epochs-from={missing[0]}: no such directory (a store of run records)")
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    default_threads = torch.get_num_threads()
+    threads, why = choose(default_threads)  # as a job chooses them
+    torch.set_num_threads(threads)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} threads ({why})"
     gflops = {"peak": matmul_gflops(2048, 2048, 2048, device, args.gemm_seconds),
               "64-row": matmul_gflops(64, 800, 800, device, args.gemm_seconds)}
     protocol = replace(PROTOCOL, compile=not args.eager)
@@ -261,6 +209,21 @@ def main(argv: list[str] | None = None) -> None:
         print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
         print(f"a job's default (seed_stack=null) on {device.type}: conv seeds "
               f"{'one at a time' if device.type == 'cpu' else 'all stacked'}\n")
+    if device.type == "cpu" and "busy" not in skip:
+        examples = min(args.examples, 20_000)
+        data, eager = random_data(examples, 784, 10, device), replace(PROTOCOL, compile=False)
+        mlp = MLPArch(tuple(layer_sizes(784, 2, 800, 10)))
+
+        def epoch(n: int) -> float:
+            torch.set_num_threads(n)
+            return min(time_epoch(mlp, "dfa", 1, data, eager, repeats=2)[0])
+        print(f"Threads: an idle machine and a busy one ({examples:,} examples timed per epoch)")
+        print(tabulate(busy_rows(epoch, examples, default_threads, why), headers="keys", floatfmt=".2f",
+                       tablefmt="github") + "\n")
+    if args.break_even:
+        print(f"compile=auto: where compiling pays on {device.type} (cold: empty compile cache; warm: filled)")
+        rows = break_even_rows(args.break_even.split(","), args.break_even_steps, threads, device.type)
+        print(tabulate(rows, headers="keys", floatfmt=",.2f", tablefmt="github") + "\n")
     if args.estimate:
         print(f"Paper-profile cost per cell, as each is timed ({'eager' if args.eager else 'compiled'} step)")
         epochs = recorded_epochs(args.epochs_from) if args.epochs_from else None

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from dfarun.engine.data import Data
+from dfarun.engine.hyp import CONF
 from dfarun.engine.nets import ACTIVATIONS, MLPArch
 from dfarun.engine.rules import RULES
 from dfarun.engine.state import DATA_ORDER_OFFSET, init_state
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="2x800_tanh", help="an MLP of conf/model/ (default: 2x800_tanh)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-4, help="RMSprop step (default: MNIST's 1e-4)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=CONF["lr_mnist"].value, help="RMSprop step (default: MNIST's 1e-4)")
+    p.add_argument("--batch-size", type=int, default=CONF["batch_size"].value)
     p.add_argument("--data-dir", default="~/.cache/dfarun/data", help="MNIST in torchvision's layout")
     args = p.parse_args(argv)
     from dfarun.config.schema import CONF_DIR

@@ -57,7 +57,7 @@ class ConvArch:
         weights, biases = [], []
         c_in, k = self.in_shape[0], self.kernel
         for c in self.channels:
-            bound = (c_in * k * k) ** -0.5
+            bound = (c_in * k * k) ** nets.INIT_POWER
             weights.append(uniform((c, c_in, k, k), bound, gen))
             biases.append(uniform((c,), bound, gen))
             c_in = c

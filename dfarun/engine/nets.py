@@ -14,6 +14,10 @@ from typing import Any, Callable, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from dfarun.engine.hyp import HYP
+
+INIT_POWER = HYP["init"]["forward"].value  # uniform init bound = fan_in ** INIT_POWER (-0.5)
+
 
 # --- activations ------------------------------------------------------------------
 
@@ -202,7 +206,7 @@ def sample_layers(sizes: list[int], gen: torch.Generator) -> tuple[list[Tensor],
     """Weights and biases uniform in ±1/sqrt(fan_in) (the paper's and the author's rule)."""
     weights, biases = [], []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        bound = fan_in ** -0.5
+        bound = fan_in ** INIT_POWER
         weights.append(uniform((fan_out, fan_in), bound, gen))
         biases.append(uniform((fan_out,), bound, gen))
     return weights, biases

@@ -34,7 +34,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from dfarun.engine.hyp import HYP
 from dfarun.engine.nets import uniform
+
+FEEDBACK_POWER = HYP["init"]["feedback"].value  # feedback bound = n ** FEEDBACK_POWER (-0.5), n units receiving
 
 
 # --- signals into the hidden layers -------------------------------------------------------
@@ -91,7 +94,7 @@ def copy_of_forward(W: list[Tensor], hidden: list[int], classes: int, gen: torch
 
 
 def _random(classes: int, n: int, gen: torch.Generator) -> Tensor:
-    return uniform((classes, n), n ** -0.5, gen)
+    return uniform((classes, n), n ** FEEDBACK_POWER, gen)
 
 
 def direct(W: list[Tensor], hidden: list[int], classes: int, gen: torch.Generator) -> list[Tensor]:

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor
 
 from dfarun.engine.conv import ConvArch, ConvNet
+from dfarun.engine.hyp import HYP
 from dfarun.engine.nets import ACTIVATIONS, MLP, MLPArch
 from dfarun.engine.rules import Rule
 
-AVG_START = 1.0            # moving average of the training error (fraction) starts at 100%
+AVG_START = HYP["stop"]["start"].value  # moving average of the training error (fraction) starts at 100%
 DATA_ORDER_OFFSET = 2**32  # data-order generator seed = seed + offset: disjoint from init streams
 NOISE_OFFSET = 2**33       # dropout-mask generator seed = seed + offset: a third disjoint stream
 

@@ -17,18 +17,19 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from dfarun.engine.nets import dropout_on
+from dfarun.engine.conv import ConvNet
 from dfarun.engine.data import Data
-from dfarun.engine.nets import Dropout, Network
+from dfarun.engine.hyp import HYP
+from dfarun.engine.nets import Dropout, Network, dropout_on
 from dfarun.engine.rules import Rule
 from dfarun.engine.state import State
 from dfarun.engine.step import Step, alignment, batch
 
 log = logging.getLogger("dfarun")
 
-AVG_KEEP = 0.75        # m <- 0.75 m + 0.25 err_epoch (author's stopping rule)
-STOP_AT = 1e-4         # converged when m <= 0.01% (as a fraction)
-MAX_HALVINGS = 8       # schedule=auto ends a seed after its 8th halving (author's rule)
+AVG_KEEP = HYP["stop"]["keep"].value               # m <- 0.75 m + 0.25 err_epoch (author's stopping rule)
+STOP_AT = HYP["stop"]["at"].value                  # converged when m <= 0.01% (as a fraction)
+MAX_HALVINGS = HYP["stop"]["max_halvings"].value   # schedule=auto ends a seed after its 8th halving
 EVAL_CHUNK = 2000      # most examples per evaluation pass
 EVAL_UNITS = 2**25      # and at most this many activations (floats) per layer per pass
 
@@ -44,7 +45,7 @@ class Protocol:
     p_hidden: float = 0.0      # dropout after each hidden layer
     p_conv: tuple[float, ...] = ()  # dropout after each conv block (empty: p_hidden); conv nets only
     eps: float = 0.0           # fast-gradient-sign step on the inputs (0: off)
-    compile: bool = False      # the whole step as one torch.compile'd graph (step.Step)
+    compile: bool | str = False  # the whole step as one torch.compile'd graph: True, False or "auto" (step.Step)
     align_every: int = 0       # steps between alignment measurements (0: off, costs nothing)
     freeze_first: int = 0      # epochs during which the first hidden layer is not updated
 
@@ -119,6 +120,8 @@ class SeedResult:
 
 
 def log_epoch(epoch: int, rows: dict[int, dict], max_epochs: int) -> None:
+    if line := compile_line(list(rows.values())):
+        log.info(line)
     log.info(epoch_line(epoch, max_epochs, list(rows.values())))
 
 
@@ -132,23 +135,30 @@ def fit(state: State, data: Data, rule: Rule, protocol: Protocol,
     max_epochs)` sees the history row of every seed that trained it (progress.Reporter: lines,
     live history, TensorBoard); then `on_final` sees each seed that became final, and
     `on_epoch` the state that goes on (checkpoints). `on_step` is passed to train_epoch; `step`
-    runs the mini-batches (None: a new one, compiled when protocol.compile)."""
+    runs the mini-batches (None: a new one, compiled as protocol.compile says). Compiling is
+    not training: its seconds are left out of the epoch's `seconds`, and the rows of an epoch
+    in which the step compiled give them as `compile_seconds`."""
     results = []
     step = step or Step(protocol.compile, data.x_train.device)
+    steps = (protocol.max_epochs - state.epoch) * -(-len(data.y_train) // protocol.batch_size)
+    step.plan(steps, len(state.seeds), conv=isinstance(state.net, ConvNet))
     while state.seeds:
         state.epoch += 1
-        start = time.perf_counter()
+        start, compiled_before = time.perf_counter(), step.compile_seconds
         with torch.no_grad():
             errors, loss, angles = train_epoch(state, data, rule, protocol, on_step, step)
             evals = {name: (errors_on(state.net, x, y), len(y)) for name, (x, y) in data.evaluation().items()}
         errors, loss = errors.tolist(), loss.tolist()  # one sync per epoch
         evals = {name: (wrong.tolist(), n) for name, (wrong, n) in evals.items()}
-        seconds = time.perf_counter() - start
+        compiling = step.compile_seconds - compiled_before
+        seconds = time.perf_counter() - start - compiling
 
         keep, final = [], []
         for i, seed in enumerate(state.seeds):
             row = {"epoch": state.epoch, "train_error": 100 * errors[i] / len(data.y_train),
                    "train_loss": loss[i] / len(data.y_train), "seconds": seconds}
+            if compiling:
+                row["compile_seconds"] = compiling
             row.update({f"{name}_error": 100 * wrong[i] / n for name, (wrong, n) in evals.items()})
             if protocol.schedule != "constant":
                 row["lr"] = protocol.lr * state.lr_scale[i]
@@ -191,6 +201,12 @@ def _step_schedule(state: State, i: int, err: float, loss: float, protocol: Prot
     if state.epoch >= protocol.max_epochs:
         return "max_epochs"
     return None
+
+
+def compile_line(rows: list[dict]) -> str:
+    """The line saying how long the step compiled during an epoch ("" where it did not)."""
+    seconds = rows[0].get("compile_seconds", 0.0) if rows else 0.0
+    return f"compiled the training step in {seconds:.1f}s (not counted in the epoch's time)" if seconds else ""
 
 
 def epoch_line(epoch: int, max_epochs: int, rows: list[dict]) -> str:

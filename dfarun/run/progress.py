@@ -1,7 +1,8 @@
 """What a person, and the disk, see while a job trains.
 
 `Reporter` takes what train.fit hands out and
-  - prints each epoch's line with the clock time and a bound on the time left,
+  - prints each epoch's line with the clock time and a bound on the time left, and the time the
+    step took to compile on a line of its own (kept out of the epoch's time and the bound),
   - appends each seed's history row to `<store>/live/<record name>.jsonl` the moment it is
     computed, so a running or killed job's progress can be read from its store (dfarun-tables
     and dfarun-figures read only the final `*.json` records, never these),
@@ -22,7 +23,7 @@ from typing import Iterator
 from omegaconf import DictConfig
 
 from dfarun.run import store
-from dfarun.engine.train import SeedResult, epoch_line
+from dfarun.engine.train import SeedResult, compile_line, epoch_line
 
 log = logging.getLogger("dfarun")
 
@@ -38,6 +39,7 @@ class Reporter:
                  lr: float):
         self.lr = lr
         self.started, self.first_epoch = time.monotonic(), epoch  # epochs before this are resumed
+        self.compiling = 0.0  # seconds the step spent compiling: no guide to the epochs to come
         self.epoch_start = time.monotonic()
         self.bar, self.last_line = None, time.monotonic()
         self.tty = sys.stderr.isatty()  # asked once: step() runs every mini-batch
@@ -78,8 +80,11 @@ class Reporter:
                 f.write(store.json_line(row))
             if seed in self.writers:
                 self._scalars(self.writers[seed], row)
-        per_epoch = (time.monotonic() - self.started) / (epoch - self.first_epoch)
-        left = _duration((max_epochs - epoch) * per_epoch)
+        if line := compile_line(list(rows.values())):
+            self.compiling += next(iter(rows.values()))["compile_seconds"]
+            log.info(f"{_clock()} {line}")
+        per_epoch = (time.monotonic() - self.started - self.compiling) / (epoch - self.first_epoch)
+        left = _duration((max_epochs - epoch) * max(per_epoch, 0.0))
         log.info(f"{_clock()} {epoch_line(epoch, max_epochs, list(rows.values()))}"
                  + (f"  ≤ {left} left" if epoch < max_epochs else ""))
 
