@@ -24,12 +24,12 @@ from helpers import CPU
 
 @pytest.mark.parametrize("value,mode", [(True, True), (False, False), ("auto", "auto"), ("AUTO", "auto"),
                                         ("true", True), ("True", True), ("false", False), ("False", False),
-                                        (1, True), (0, False)])
+                                        (1, True), (0, False), (1.0, True)])
 def test_compile_setting_reads_auto_true_and_false(value, mode):
     assert compile_mode(value) == mode and type(compile_mode(value)) is type(mode)
 
 
-@pytest.mark.parametrize("value", ["maybe", "", "1", 2, None])
+@pytest.mark.parametrize("value", ["maybe", "", "1", 2, 0.5, [1], None])
 def test_any_other_compile_setting_is_refused(value):
     with pytest.raises(ValueError, match="expected auto, true or false"):
         compile_mode(value)

@@ -151,9 +151,9 @@ def compile_pays(device: torch.device, conv: bool, steps: int, seeds: int) -> tu
 
 
 def compile_mode(value: bool | int | str) -> bool | str:
-    """The `compile` setting as True, False or "auto" (also from 1 and 0, which equal the
-    bools, and from strings in any case)."""
-    if isinstance(value, int) and value in (0, 1):
+    """The `compile` setting as True, False or "auto" (also from the numbers that equal the
+    bools, which the config's choices let through, and from strings in any case)."""
+    if not isinstance(value, str) and value in (0, 1):
         return bool(value)
     text = str(value).lower()
     if text not in ("auto", "true", "false"):
