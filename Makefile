@@ -44,7 +44,7 @@ test-slurm: install  ## the tests through a real Slurm: a one-node cluster here 
 run: install  ## train 2x800 tanh with DFA on MNIST (the default experiment)
 	$(BIN)/dfarun method=dfa model=2x800_tanh $(DATA) $(ARGS)
 
-bench: install  ## 2x800 epoch seconds and conv_tanh images/s next to the FLOP bound (ARGS=--estimate: hours per table)
+bench: install  ## 2x800 epochs and conv images/s next to the FLOP bound, idle beside busy (DFARUN_THREADS sets threads; ARGS=--estimate: hours per table)
 	$(BIN)/python -m dfarun.cli.bench $(ARGS)
 
 accelerator-prepare:  ## fill .accel/ for scripts/accelerator/run.sh: hydra wheels, MNIST from DATA_DIR (docs/accelerator.md)

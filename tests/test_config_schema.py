@@ -60,7 +60,8 @@ def test_every_declared_choice_is_enforced_and_listed(make_cfg, key, meta, typ):
     with pytest.raises(ConfigError) as info:
         validate(make_cfg(f"{key}={4 if 'int' in str(typ) else 'nope'}"))
     assert str(info.value).startswith(f"{key}=")
-    assert f"one of {', '.join(map(str, choices))}" in str(info.value)
+    listed = meta.get("words") or f"one of {', '.join(map(str, choices))}"  # words: the list said in words
+    assert listed in str(info.value)
 
 
 def test_a_registry_is_read_when_checked(make_cfg, monkeypatch):
@@ -101,7 +102,7 @@ def test_a_registry_is_read_when_checked(make_cfg, monkeypatch):
     ("method.name", "one of bp, dfa, dfa_first, fa, ifa"),
     ("schedule", "one of constant, auto, step"),
     ("table", "one of 1, 2, 3 or null"),
-    ("compile", "true or false"),
+    ("compile", "auto, true or false"),
 ])
 def test_errors_word_the_declaration(key, words):
     """What each key allows, as every error about it says (compose's type errors too)."""

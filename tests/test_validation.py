@@ -44,7 +44,7 @@ CLI_CASES = [  # (arguments, key, words the line must hold)
     (["max_epochs=abc"], "max_epochs", ["'abc'", "expected an int"]),
     (["seeds=5"], "seeds", ["expected a list of ints"]),
     (["lr=fast"], "lr", ["'fast'", "expected a float in (0, 3.4e38] or null"]),
-    (["compile=maybe"], "compile", ["'maybe'", "expected true or false"]),
+    (["compile=maybe"], "compile", ["'maybe'", "expected auto, true or false"]),
     (["model=nope"], "model", ["'nope'", "no such option", "2x800_tanh", "7x240_tanh"]),
     (["max_epochs"], "max_epochs", ["expected key=value"]),
     (["-m", "method=bp,fa", "model=1x800_tanh,nope"], "model", ["no such option"]),

@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from dfarun.run.threads import choose
 from dfarun.cli.guard import catch_sigterm, compose_error, first_line, in_job, report
 from dfarun.config import grids
 from dfarun.config.checks import validate
@@ -46,20 +47,19 @@ OmegaConf.register_new_resolver("dfarun.jobs", _jobs, replace=True)
 
 
 def _set_threads() -> None:
-    """Torch's CPU threads for this job: $DFARUN_THREADS, else the cores a submitit launcher
-    gives each job (hydra.launcher.cpus_per_task). Otherwise torch's default stands: every core
-    for a plain run, cores // n_jobs in joblib's workers (joblib sets OMP_NUM_THREADS there)."""
-    threads = os.environ.get("DFARUN_THREADS", "")
-    if threads:
-        # more threads than some small multiple of the cores is a typo; OpenMP crashes on huge counts
-        most = 4 * (os.cpu_count() or 1)
-        if not threads.isdigit() or not 1 <= int(threads) <= most:
-            raise DfarunError(f"DFARUN_THREADS={threads!r}: expected an int from 1 to {most} (4 x this machine's cores)")
-    elif HydraConfig.initialized():
-        threads = str(OmegaConf.select(HydraConfig.get(), "launcher.cpus_per_task", default=None) or "")
-    if threads:
-        import torch  # not before the config is known to compose: errors stay fast
-        torch.set_num_threads(int(threads))
+    """Torch's CPU threads for this job (run.threads.choose): $DFARUN_THREADS, else the cores a
+    submitit launcher gives each job (hydra.launcher.cpus_per_task), else the cores free when
+    the job starts, at most torch's own count (in joblib's workers: cores // n_jobs)."""
+    import torch  # not before the config is known to compose: errors stay fast
+
+    assigned = OmegaConf.select(HydraConfig.get(), "launcher.cpus_per_task", default=None) \
+        if HydraConfig.initialized() else None
+    default = torch.get_num_threads()
+    threads, why = choose(default, int(assigned) if assigned else None)
+    torch.set_num_threads(threads)
+    if threads < default:
+        logging.getLogger("dfarun").info(f"{threads} CPU thread{'s' * (threads > 1)} of {default} ({why}; "
+                                         "DFARUN_THREADS=n sets them)")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)

@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
+from typing import Any, TYPE_CHECKING, Callable, Iterator, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -175,7 +175,9 @@ class Config:
     data_dir: str = value(pattern=FOLDER, words="a folder (data_dir=. for the current one)")
     store: str = value("runs", pattern=FOLDER, words="a folder (store=. for the current one)")
     force: bool = False
-    compile: bool = True                # the whole training step as one torch.compile'd graph
+    # the training step as one torch.compile'd graph: true, false, or auto (where the job's steps
+    # earn back the compile time: engine.step.compile_pays)
+    compile: Any = value("auto", choices=("auto", True, False), words="auto, true or false")
     seed_stack: Optional[int] = value(None, ge=1)  # most seeds trained at once; null: the device's choice (runner)
 
 
