@@ -46,7 +46,10 @@ def snapshot(cfg, seeds) -> dict[int, tuple[int, int]]:
 
 # --- the record ---------------------------------------------------------------------------
 
-def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, tmp_path):
+def test_records_hold_config_history_and_provenance_one_file_per_seed(make_cfg, tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+    # called from Python, not from a Hydra app: an earlier in-process app run leaves its config set
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
     cfg = make_cfg(SMALL, "method=dfa", "seeds=[0,1,2]")
     records = run_records(cfg)
 
