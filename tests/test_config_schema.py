@@ -15,7 +15,8 @@ import pytest
 
 from dfarun.cli import main as cli
 from dfarun.config.checks import BOUNDS, allows, validate
-from dfarun.config.schema import Config, expected
+from dfarun.config.checks import expected
+from dfarun.config.schema import Config
 from dfarun.errors import ConfigError, DfarunError
 
 

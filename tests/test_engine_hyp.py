@@ -76,3 +76,12 @@ def test_the_schema_defaults_and_the_paper_profile_agree():
     schema = OmegaConf.structured(Config)
     assert schema.max_epochs == OmegaConf.load(CONF_DIR / "profile" / "paper.yaml").max_epochs == CONF["max_epochs"].value
     assert schema.batch_size == CONF["batch_size"].value
+
+
+def test_the_data_sets_facts_are_written_once():
+    """engine/data.py (torch) and run/record.py (torch-free) use hyp's own tables, not copies."""
+    from dfarun.engine import data
+    from dfarun.run import record
+    assert data.CLASSES is hyp.CLASSES and data.IMAGE_SHAPES is hyp.IMAGE_SHAPES
+    assert record.CLASSES is hyp.CLASSES
+    assert hyp.CLASSES == {"mnist": 10, "cifar10": 10, "cifar100": 100}

@@ -232,18 +232,3 @@ def test_corrupt_cifar_is_refused_and_kept(make_cfg, tmp_path):
                     "delete them")
     assert len(list(folder.iterdir())) == 7
     assert not (tmp_path / "runs").exists()
-
-
-def test_the_memory_estimate_counts_a_rules_feedback_by_what_it_is(make_cfg, monkeypatch):
-    """Feedback matrices per seed: none for BP, FA's copies of the weights, IFA's one matrix into
-    the first layer, DFA's one per hidden layer; a new rule that reuses one of those feedback
-    functions is counted as that one is, whatever its name."""
-    from dfarun.config import checks
-    from dfarun.engine import rules
-    monkeypatch.setitem(rules.RULES, "fa_copy", rules.RULES["fa"])
-    p = checks.sizes(make_cfg("model=2x800_tanh", "dataset.features=784"))
-    need = {m: checks.need({**p, "rule": m}) for m in ("bp", "fa", "fa_copy", "ifa", "dfa", "dfa_first")}
-    params = 785 * 800 + 801 * 800 + 801 * 10
-    assert need["fa"] - need["bp"] == 4 * params == need["fa_copy"] - need["bp"]
-    assert need["ifa"] - need["bp"] == 4 * 10 * 800 == need["dfa_first"] - need["bp"]  # one [10, 800] matrix
-    assert need["dfa"] - need["bp"] == 4 * 10 * 1600

@@ -1,32 +1,34 @@
 """`validate(cfg)`: one checker for what the schema declares (schema.py: each key's own range,
-choices or pattern, and the rules across keys), then what cannot be declared: whether the conv
-net's blocks fit its images, and whether the job can fit in this machine's memory at all.
+choices or pattern, and the rules across keys), then the one thing that cannot be declared:
+whether the conv net's blocks fit its images.
 
 Each failure is one ConfigError naming the key, the bad value and what is allowed (exit code 2).
+What only the machine can refuse (memory, a full disk) is not guessed at here: it fails when it
+happens, as one line with its own exit code (cli/guard.py), and nothing trained is lost.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import difflib
 import operator
-import os
 import re
+import types
 import typing
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dfarun.config.schema import Config, cross_checks, expected, resolve_device, unknown_key
-from dfarun.errors import ConfigError, DfarunError, check
+from dfarun.config.schema import FLOAT32_MAX, SEED_END, CONF_DIR, Config, cross_checks, resolve_device
+from dfarun.errors import ConfigError, DfarunError, check, check_folder
 
 BOUNDS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key: every key there and known, no ??? left, each
-    value as its field declares, the rules across keys, the conv net's shape, the device, the
-    memory the job needs and the data folder (the store's folders: store.check_store)."""
+    value as its field declares, the rules across keys, the conv net's shape, the device and
+    the store's and the data's folders (a store must be writable only where seeds are left to
+    train: run/job.py checks that)."""
     from dfarun.engine.data import check_data_dir
 
     check_keys(cfg, Config)
@@ -35,7 +37,8 @@ def validate(cfg: DictConfig) -> None:
         check(ok, key, list(value) if OmegaConf.is_list(value) else value, allowed)
     if cfg.model.channels:
         check_conv(cfg)
-    check_memory(cfg, resolve_device(cfg.device))
+    resolve_device(cfg.device)
+    check_folder("store", cfg.store, "the run records can be written to", write=False)
     check_data_dir(cfg.dataset.name, cfg.data_dir)
 
 
@@ -80,6 +83,67 @@ def allows(meta, value) -> bool:
             and ("pattern" not in meta or re.fullmatch(meta["pattern"], value) is not None))
 
 
+# --- the schema in words, for errors -----------------------------------------------
+
+def _field(path: str) -> tuple[object, dict]:
+    """The schema's type and metadata at a dotted key ("dataset.train_size", "seeds[0]"),
+    (None, {}) where there is none."""
+    typ, meta = Config, {}
+    for name in re.sub(r"\[\d+\]", "", path).split("."):
+        if not dataclasses.is_dataclass(typ):
+            return None, {}
+        meta = next((f.metadata for f in dataclasses.fields(typ) if f.name == name), {})
+        typ = typing.get_type_hints(typ).get(name)
+    return typ, meta
+
+
+def expected(path: str) -> str:
+    """What the schema allows at a key, in words: "an int >= 1", "a float in [0, 1) or null", ..."""
+    (typ, meta), leaf = _field(path), re.sub(r"\[\d+\]$", "", path).split(".")[-1]
+    args = typing.get_args(typ)
+    optional = typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in args
+    if optional:
+        typ = next(a for a in args if a is not type(None))
+    choices = meta.get("choices")
+    if dataclasses.is_dataclass(typ):
+        options = sorted(p.stem for p in (CONF_DIR / leaf).glob("*.yaml"))
+        words = f"one of {', '.join(options)}" if options else "a config group option"
+    elif "words" in meta:
+        words = meta["words"]
+    elif choices:
+        words = f"one of {', '.join(map(str, choices() if callable(choices) else choices))}"
+    elif typing.get_origin(typ) is list:
+        words = f"a list of {typing.get_args(typ)[0].__name__}s{_range(meta)}" + (
+            ", distinct" if meta.get("distinct") else "") + (", not empty" if meta.get("min_len") else "")
+    else:
+        words = {int: "an int", float: "a float", bool: "true or false", str: "a string"}.get(
+            typ, "a value of the schema's type") + _range(meta)
+    return words + (" or null" if optional else "") + (f" ({meta['note']})" if "note" in meta else "")
+
+
+def _range(meta) -> str:
+    """" >= 1", " in (0, 3.4e38]", ...: the bounds in meta, or ""."""
+    def num(x) -> str:
+        return {FLOAT32_MAX: "3.4e38", SEED_END: "2**63"}.get(x, str(x))
+    bounds = {k: meta[k] for k in ("ge", "gt", "le", "lt") if k in meta}
+    if len(bounds) == 2:
+        (lo, a), (hi, b) = bounds.items()
+        return f" in {'[' if lo == 'ge' else '('}{num(a)}, {num(b)}{']' if hi == 'le' else ')'}"
+    return "".join(f" {dict(ge='>=', gt='>', le='<=', lt='<')[k]} {num(v)}" for k, v in bounds.items())
+
+
+def unknown_key(path: str, value) -> ConfigError:
+    """A key the schema does not have: name it, the nearest key there is, and all of them."""
+    parent, _, leaf = path.rpartition(".")
+    schema = _field(parent)[0] if parent else Config
+    keys = list(typing.get_type_hints(schema)) if dataclasses.is_dataclass(schema) else []
+    near = difflib.get_close_matches(leaf, keys, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{near[0]}? " if near else ""
+    where = f"the keys of {parent}" if parent else "the top-level keys"
+    return ConfigError(path, value, f"unknown key; {hint}expected one of {where}: {', '.join(keys) or 'none'} "
+                                    f"(keys cannot be added, not even with +{path}=)")
+
+
 def check_conv(cfg: DictConfig) -> None:
     """A conv net: its pooling blocks must leave at least one pixel of the data set's images."""
     from dfarun.engine.conv import ConvArch
@@ -89,115 +153,3 @@ def check_conv(cfg: DictConfig) -> None:
     last = ConvArch(shape, tuple(m.channels), (), cfg.dataset.classes, m.kernel, m.pool, m.pool_stride).blocks()[-1]
     check(min(last[1:]) >= 1, "model.channels", list(m.channels),
           f"too many pooling blocks for {list(shape)} images (each maps n -> (n - {m.pool}) // {m.pool_stride} + 1)")
-
-
-# --- memory: refuse at start what cannot be allocated, rather than fail in the allocator -------
-
-# a size the user set, and a modest value of it: the key whose modest value saves the most is named
-SIZE_KEYS = {"dataset.train_size": ("n_train", 1000), "dataset.test_size": ("n_test", 1000),
-             "dataset.features": ("features", 784), "dataset.classes": ("classes", 10),
-             "model.width": ("width", 800), "model.depth": ("depth", 2), "seeds": ("seeds", 1),
-             "batch_size": ("batch", 64), "model.channels": ("channels", 256), "model.kernel": ("kernel", 5)}
-
-
-def sizes(cfg: DictConfig) -> dict:
-    """The numbers the job's memory depends on."""
-    from dfarun.engine.data import IMAGE_SHAPES, SIZES, image_shape
-
-    d, m = cfg.dataset, cfg.model
-    real = SIZES.get(d.name)
-    n_train = min(d.train_size or real[0], real[0]) if real else d.train_size
-    features = math.prod(IMAGE_SHAPES[d.name]) if real else d.features
-    return {"n_train": n_train, "n_test": real[1] if real else d.test_size, "features": features,
-            "classes": d.classes, "width": m.width, "depth": m.depth, "seeds": len(cfg.seeds),
-            "batch": cfg.batch_size, "channels": max(m.channels, default=0), "n_blocks": len(m.channels),
-            "kernel": m.kernel, "shape": image_shape(d) if m.channels else None, "pool": (m.pool, m.pool_stride),
-            "rule": cfg.method.name}
-
-
-def need(p: dict) -> int:
-    """A lower bound on the bytes the job allocates at once: data, one-hot targets, weights,
-    RMSprop state, feedback matrices and one mini-batch's activations (float32), data order (int64)."""
-    s, b, c = p["seeds"], min(p["batch"], p["n_train"]), p["classes"]
-    data = 4 * p["features"] * (p["n_train"] + p["n_test"])
-    order = 16 * s * p["n_train"]              # each seed's permutation, and their stack
-    targets = 4 * c * c + 4 * s * b * c          # the one-hot table, and one batch's targets
-    if p["shape"]:
-        params, hidden, acts, first = _conv(p)
-    else:
-        w, depth = p["width"], p["depth"]
-        params = (p["features"] + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * c
-        hidden, acts, first = depth * w, depth * w + c, w
-    from dfarun.engine.rules import RULES, copy_of_forward, first_layer_only, no_feedback  # torch: not at import
-
-    # by what the rule's feedback is, not its name: a new rule that reuses one is counted right
-    kind = RULES[p["rule"]].feedback
-    feedback = {no_feedback: 0, copy_of_forward: params, first_layer_only: c * first}.get(kind, c * hidden)
-    return data + order + targets + 4 * s * (2 * params + feedback + 2 * b * acts)
-
-
-def _conv(p: dict) -> tuple[int, int, int, int]:
-    """(weights, hidden units, activations, the first block's output units) per example and seed
-    of a conv net, every block as wide as the widest (a bound from below would need each width;
-    the widest is what is large)."""
-    (cin, h, w), k, (pool, stride) = p["shape"], p["kernel"], p["pool"]
-    params = hidden = acts = first = 0
-    for _ in range(p["n_blocks"]):
-        cout = p["channels"]
-        params += cin * cout * k * k + cout
-        acts += cout * h * w                   # before pooling
-        h, w = ((n - pool) // stride + 1 for n in (h, w))
-        hidden += cout * h * w
-        first = first or hidden                # after the first block: its output
-        cin = cout
-    flat, width, depth = cin * h * w, p["width"], p["depth"]
-    params += (flat + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * p["classes"]
-    return params, hidden + depth * width, acts + hidden + depth * width + p["classes"], first
-
-
-def check_memory(cfg: DictConfig, device) -> None:
-    """Refuse a job whose data, weights and one mini-batch alone exceed the device's memory."""
-    p = sizes(cfg)
-    total = need(p)
-    have, where = device_memory(device)
-    if total <= have:
-        return
-    synthetic = cfg.dataset.name == "synthetic"
-    keys = [k for k in SIZE_KEYS if synthetic or k not in ("dataset.test_size", "dataset.features")]
-    key = min(keys, key=lambda k: need({**p, SIZE_KEYS[k][0]: min(p[SIZE_KEYS[k][0]], SIZE_KEYS[k][1])}))
-    value = OmegaConf.select(cfg, key)
-    value = list(value) if OmegaConf.is_list(value) else value
-    raise ConfigError(key, value, f"the job needs at least {_bytes(total)} of memory, more than {where} "
-                                  f"has ({_bytes(have)}); expected a smaller {key}")
-
-
-def device_memory(device) -> tuple[int, str]:
-    """(bytes, words) of the memory a job on `device` can use."""
-    import torch
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return torch.cuda.get_device_properties(index).total_memory, f"GPU {device}"
-    return machine_memory(), "this machine"
-
-
-def machine_memory() -> int:
-    """Physical memory, or the cgroup's limit when a container sets a lower one."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            total = min(total, int(text))
-    return total
-
-
-def _bytes(n: int) -> str:
-    if n < 1000:
-        return f"{n} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1000:.3g} PB"

@@ -1,7 +1,7 @@
 """Config schema: the dataclasses mirroring `conf/` (one per config group), each value's type
 (Hydra checks it on compose) and what the value may be, declared beside it.
 
-A field's metadata says what its value may be; checks.validate reads it, and `expected` words
+A field's metadata says what its value may be; checks.validate reads it, and checks.expected words
 it for every error, Hydra's on compose included:
   ge, gt, le, lt   bounds (on each item of a list)
   choices          a tuple, or a function that reads an engine registry when it is checked
@@ -9,18 +9,13 @@ it for every error, Hydra's on compose included:
   pattern          a regular expression the whole string matches
   length, min_len, distinct   of a list
   words, note      the allowed values in words instead of generated ones; a note after them
-`cross_checks` are the rules that span keys. `unknown_key` names the nearest key of the schema.
+`cross_checks` are the rules that span keys; checks.py reads all of it.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import importlib.util
 import math
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +24,7 @@ from typing import Any, TYPE_CHECKING, Callable, Iterator, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dfarun.errors import ConfigError, check
+from dfarun.errors import check
 
 if TYPE_CHECKING:
     import torch
@@ -188,7 +183,7 @@ ConfigStore.instance().store(name="dfarun_schema", node=Config)
 
 def _published(name: str) -> tuple[int | None, int | None]:
     """(classes, training examples) of a real data set; (None, None) for the synthetic one."""
-    from dfarun.engine.data import CLASSES, SIZES
+    from dfarun.engine.hyp import CLASSES, SIZES
     return CLASSES.get(name), SIZES.get(name, (None,))[0]
 
 
@@ -233,67 +228,6 @@ def cross_checks(c: DictConfig) -> Iterator[tuple[str, bool, str]]:
                "a conv net needs images: set dataset.shape=[C,H,W] with C*H*W = dataset.features")
         yield ("reg.p_conv", len(reg.p_conv) in (0, len(m.channels)),
                f"expected [] or one probability per conv block ({len(m.channels)})")
-
-
-# --- the schema in words, for errors -----------------------------------------------
-
-def _field(path: str) -> tuple[object, dict]:
-    """The schema's type and metadata at a dotted key ("dataset.train_size", "seeds[0]"),
-    (None, {}) where there is none."""
-    typ, meta = Config, {}
-    for name in re.sub(r"\[\d+\]", "", path).split("."):
-        if not dataclasses.is_dataclass(typ):
-            return None, {}
-        meta = next((f.metadata for f in dataclasses.fields(typ) if f.name == name), {})
-        typ = typing.get_type_hints(typ).get(name)
-    return typ, meta
-
-
-def expected(path: str) -> str:
-    """What the schema allows at a key, in words: "an int >= 1", "a float in [0, 1) or null", ..."""
-    (typ, meta), leaf = _field(path), re.sub(r"\[\d+\]$", "", path).split(".")[-1]
-    args = typing.get_args(typ)
-    optional = typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in args
-    if optional:
-        typ = next(a for a in args if a is not type(None))
-    choices = meta.get("choices")
-    if dataclasses.is_dataclass(typ):
-        options = sorted(p.stem for p in (CONF_DIR / leaf).glob("*.yaml"))
-        words = f"one of {', '.join(options)}" if options else "a config group option"
-    elif "words" in meta:
-        words = meta["words"]
-    elif choices:
-        words = f"one of {', '.join(map(str, choices() if callable(choices) else choices))}"
-    elif typing.get_origin(typ) is list:
-        words = f"a list of {typing.get_args(typ)[0].__name__}s{_range(meta)}" + (
-            ", distinct" if meta.get("distinct") else "") + (", not empty" if meta.get("min_len") else "")
-    else:
-        words = {int: "an int", float: "a float", bool: "true or false", str: "a string"}.get(
-            typ, "a value of the schema's type") + _range(meta)
-    return words + (" or null" if optional else "") + (f" ({meta['note']})" if "note" in meta else "")
-
-
-def _range(meta) -> str:
-    """" >= 1", " in (0, 3.4e38]", ...: the bounds in meta, or ""."""
-    def num(x) -> str:
-        return {FLOAT32_MAX: "3.4e38", SEED_END: "2**63"}.get(x, str(x))
-    bounds = {k: meta[k] for k in ("ge", "gt", "le", "lt") if k in meta}
-    if len(bounds) == 2:
-        (lo, a), (hi, b) = bounds.items()
-        return f" in {'[' if lo == 'ge' else '('}{num(a)}, {num(b)}{']' if hi == 'le' else ')'}"
-    return "".join(f" {dict(ge='>=', gt='>', le='<=', lt='<')[k]} {num(v)}" for k, v in bounds.items())
-
-
-def unknown_key(path: str, value) -> ConfigError:
-    """A key the schema does not have: name it, the nearest key there is, and all of them."""
-    parent, _, leaf = path.rpartition(".")
-    schema = _field(parent)[0] if parent else Config
-    keys = list(typing.get_type_hints(schema)) if dataclasses.is_dataclass(schema) else []
-    near = difflib.get_close_matches(leaf, keys, n=1)
-    hint = f"did you mean {parent + '.' if parent else ''}{near[0]}? " if near else ""
-    where = f"the keys of {parent}" if parent else "the top-level keys"
-    return ConfigError(path, value, f"unknown key; {hint}expected one of {where}: {', '.join(keys) or 'none'} "
-                                    f"(keys cannot be added, not even with +{path}=)")
 
 
 # --- what a config means -------------------------------------------------------------

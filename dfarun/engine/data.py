@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
+from dfarun.engine.hyp import CLASSES, IMAGE_SHAPES
 from dfarun.errors import ConfigError, DfarunError, check_folder
 
 log = logging.getLogger("dfarun")
@@ -217,11 +218,6 @@ def _synthetic(cfg: DictConfig, data_dir: str) -> Raw:
         x = (prototypes[y] + cfg.noise * torch.randn(n, cfg.features, generator=gen)).clamp(0, 1)
         out += [x, y]
     return tuple(out)
-
-
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}  # (C, H, W)
-CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
-SIZES = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}  # train, test
 
 
 def image_shape(cfg: DictConfig) -> tuple[int, int, int] | None:

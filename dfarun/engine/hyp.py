@@ -11,6 +11,9 @@ per-data-set rates, the epoch cap, the batch size, the regularisers). Those live
 which is what a job reads: one place to override them, and the values the record's experiment
 key hashes. This table holds them as the reference, with their sources, and names the conf/
 file and key of each; tests/test_engine_hyp.py checks that conf/ still says the same.
+
+`IMAGE_SHAPES`, `CLASSES` and `SIZES` are the real data sets' published facts, here so that
+torch-free readers (run/record.py, config/) and the loaders (data.py) share one copy.
 """
 from __future__ import annotations
 
@@ -59,3 +62,9 @@ CONF: dict[str, Hyp] = {
     "fgsm_eps": Hyp(0.08, "input units (pixels in [0, 1])", "code README.md: the MNIST adversarial command",
                     "reg/adversarial.yaml: eps"),
 }
+
+# The real data sets, as published (MNIST: LeCun et al. 1998, yann.lecun.com/exdb/mnist;
+# CIFAR-10 and CIFAR-100: Krizhevsky 2009, www.cs.toronto.edu/~kriz/cifar.html).
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}  # (C, H, W) pixels
+CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}  # labels 0 to classes - 1
+SIZES = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}  # examples: train, test

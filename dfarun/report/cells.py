@@ -21,7 +21,7 @@ from typing import Iterable
 from omegaconf import DictConfig, OmegaConf
 
 from dfarun.config.schema import CONF_DIR, epoch_limit, row_label
-from dfarun.run.record import experiment, settings
+from dfarun.run.experiment import experiment, settings
 
 BUDGET = ("max_epochs",)  # may be below the table's: a shorter run of the same protocol
 FIGURE_BUDGET = (*BUDGET, "freeze_first_epochs")  # a figure states both in its title
@@ -54,7 +54,7 @@ def table_rows(tables: Iterable[int] = (1, 2, 3), keep=lambda row: True) -> dict
 
 
 def paper_cells() -> dict[tuple[str, str, str], dict]:
-    """(data set, paper row, method) -> that cell's settings (record.settings), less the budget."""
+    """(data set, paper row, method) -> that cell's settings (experiment.settings), less the budget."""
     return {cell: found for t in TABLES for cell, (found, _) in _table_cells(t).items()}
 
 

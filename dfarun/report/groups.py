@@ -26,7 +26,8 @@ from omegaconf import OmegaConf
 from dfarun.config.schema import DatasetConf, MethodConf, ModelConf, RegConf
 from dfarun.report import records
 from dfarun.report.text import DASH, error_text, files, legend_extras
-from dfarun.run.record import RUNTIME_KEYS, Record, defaults
+from dfarun.run.experiment import RUNTIME_KEYS, defaults
+from dfarun.run.record import Record
 
 _NOWHERE = object()
 GROUPS = {"dataset": DatasetConf, "model": ModelConf, "method": MethodConf, "reg": RegConf}

@@ -6,8 +6,10 @@ records made before it). The runner builds one per seed (`Record.new`, provenanc
 and writes `to_dict()` (store.write); `store.finished` and dfarun-tables and -figures read
 files back with `read` (= `load` + `parse`). Both ways go through the same checks, so what
 passes can be tabulated and plotted without further checks, and what the runner writes
-always reads back. This module imports neither torch nor anything that does. (No `from
-__future__ import annotations`: the fields' types are evaluated here, with this module's names.)
+always reads back. run/typed.py checks a value against such a type; what a record's key
+hashes is run/experiment.py's. This module imports neither torch nor anything that does. (No
+`from __future__ import annotations`: the fields' types are evaluated here, with this module's
+names.)
 """
 import dataclasses
 import json
@@ -19,31 +21,16 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Callable, NamedTuple, TypedDict
 
-from omegaconf import DictConfig, OmegaConf
-
-from dfarun.config.schema import Config, effective_lr, epoch_limit
+from dfarun.config.schema import epoch_limit
+from dfarun.engine.hyp import CLASSES  # for records whose config lacks dataset.classes
+from dfarun.run.typed import Absent, Invalid, Rule, checker
 
 FORMAT = 2  # bump when the record layout changes (2: row label, best_val)
-CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}  # for records whose config lacks dataset.classes
 STOPS = ("converged", "max_epochs", "schedule_end", "diverged")  # the order stop reasons are listed in
 NO_LEARNING = 0.9  # a seed has not learned while its train error is >= 90% of chance error
-# not part of the experiment: where and how it ran, and how it was grouped
-RUNTIME_KEYS = ("seeds", "device", "data_dir", "store", "force", "compile", "save_weights", "profile",
-                "table", "figure", "logger", "seed_stack")
 
 
 # --- the types of the fields -------------------------------------------------------------------
-
-class Rule(NamedTuple):
-    """What a field may hold: `ok(value)`, worded as `expected` in the error."""
-    ok: Callable[[object], bool]
-    expected: str
-
-
-class Absent(NamedTuple):
-    """A key a TypedDict may lack (records made before it): the value it then has."""
-    value: object
-
 
 def _int(v, lo: int = 0, hi: float = math.inf) -> bool:
     return type(v) is int and lo <= v <= hi  # type, not isinstance: True is no int here
@@ -208,78 +195,11 @@ def learned(r: Record) -> bool:
 
 # --- checking: each field by its type, then the fields against each other ----------------------------
 
-class Invalid(ValueError):
-    """A missing or wrong field; the message starts with its dotted name."""
-
-    def __init__(self, name: str, why: str):
-        super().__init__(f"{name}: {why}")
-        self.name, self.why = name, why
-
-    def within(self, outer: str) -> "Invalid":
-        """The same error, named from one level up: `outer` before this name."""
-        return Invalid(outer + self.name, self.why)
-
-
-def _checker(tp) -> Callable[[object], object]:
-    """check(value) for a field's type: the value (a tuple for a history), or Invalid naming
-    the part of it that is wrong ("", ".epoch", "[3].epoch"); the caller puts the field's name
-    before it. Names are made only for an error: a store holds a million history rows."""
-    if typing.get_origin(tp) is Annotated:
-        meta = typing.get_args(tp)[1:]
-        rule = next((m for m in meta if isinstance(m, Rule)), None)
-        if rule is None:  # Annotated[T, SomeTypedDict]: that TypedDict where present
-            return _checker(next(m for m in meta if isinstance(m, type)))
-        ok, expected = rule
-
-        def check(v):
-            if not ok(v):
-                raise Invalid("", f"{reprlib.repr(v)}, expected {expected}")
-            return v
-        return check
-    if typing.get_origin(tp) is tuple:  # the history: a list of rows
-        row = _checker(typing.get_args(tp)[0])
-
-        def rows(v):
-            if not isinstance(v, list):
-                raise Invalid("", f"{reprlib.repr(v)}, expected a list")
-            for i, r in enumerate(v):
-                try:
-                    row(r)
-                except Invalid as err:
-                    raise err.within(f"[{i}]") from None
-            return tuple(v)
-        return rows
-    hints = typing.get_type_hints(tp, include_extras=True)  # a TypedDict: its keys, the rest kept
-    keys = [(k, _checker(t), _ok(t), any(isinstance(m, Absent) for m in typing.get_args(t)[1:]))
-            for k, t in hints.items()]
-
-    def obj(v):
-        if type(v) is not dict:
-            raise Invalid("", f"{reprlib.repr(v)}, expected an object")
-        for k, check, ok, may_lack in keys:
-            if k in v:
-                if ok is None or not ok(v[k]):  # ok: a Rule's own test, the fast way for history rows
-                    try:
-                        check(v[k])
-                    except Invalid as err:
-                        raise err.within(f".{k}") from None
-            elif not may_lack:
-                raise Invalid(f".{k}", "missing")
-        return v
-    return obj
-
-
-def _ok(tp) -> Callable[[object], bool] | None:
-    """A Rule-typed field's test; None for a nested type."""
-    meta = typing.get_args(tp)[1:] if typing.get_origin(tp) is Annotated else ()
-    return next((m.ok for m in meta if isinstance(m, Rule)), None)
-
-
 @cache
 def _fields() -> tuple[tuple[str, Callable, bool], ...]:
     """(name, check, required) of each field of the file, in its order."""
     hints = typing.get_type_hints(Record, include_extras=True)
-    return tuple((f.name, _checker(hints[f.name]), f.default is dataclasses.MISSING)
+    return tuple((f.name, checker(hints[f.name]), f.default is dataclasses.MISSING)
                  for f in dataclasses.fields(Record) if f.metadata.get("file", True))
 
 
@@ -353,40 +273,3 @@ def read(path: Path) -> Record:
     """The record at path; ValueError (Invalid: naming the field) when it is not a valid one."""
     return parse(load(path), path)
 
-
-# --- the experiment: what a record's key hashes -----------------------------------------------------
-
-def experiment(cfg: DictConfig) -> dict:
-    """A composed config as its records keep it: resolved, with the effective rate, less RUNTIME_KEYS."""
-    exp = OmegaConf.to_container(cfg, resolve=True)
-    exp["lr"] = effective_lr(cfg)
-    return {k: v for k, v in exp.items() if k not in RUNTIME_KEYS}
-
-
-def settings(config: dict) -> dict:
-    """The experiment's settings that differ from the schema's defaults: what the key hashes.
-    `config` is experiment(cfg), or the config a record keeps (which has the effective rate too).
-    A new setting whose default keeps the old behaviour leaves existing records findable.
-    (Changing a default's value therefore changes what old records mean: bump FORMAT.)"""
-    return _differences({k: v for k, v in config.items() if k not in RUNTIME_KEYS}, defaults())
-
-
-@cache
-def defaults() -> dict:
-    """The schema's defaults (config.schema.Config), built once: a reader of 10,000 records
-    asks for them 10,000 times. Not to be changed by the caller."""
-    return OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
-
-
-def _differences(values: dict, defaults: dict) -> dict:
-    out = {}
-    for key, value in values.items():
-        default = defaults.get(key, _ABSENT)
-        if isinstance(value, dict) and isinstance(default, dict):
-            out[key] = _differences(value, default)
-        elif value != default:
-            out[key] = value
-    return out
-
-
-_ABSENT = object()

@@ -23,7 +23,7 @@ from dfarun.engine.state import init_state
 from dfarun.engine.step import Step
 from dfarun.engine.train import Protocol, SeedResult, fit
 from dfarun.engine.whiten import CACHE_DIR, whiten
-from dfarun.run import provenance, store
+from dfarun.run import provenance
 from dfarun.run.job import Job, seed_stack  # noqa: F401 (seed_stack: how many seeds a pass trains)
 from dfarun.run.progress import Reporter, job_tag
 
@@ -44,7 +44,6 @@ def run_records(cfg: DictConfig) -> list[dict]:
     has locked; a seed that another live job is training is waited for and its record read (if
     that job dies instead, this one trains the seed). Two identical jobs run one after the other."""
     validate(cfg)
-    store.check_store(cfg)
     with job_tag(cfg, f"{cfg.dataset.name} {row_label(cfg)} {cfg.method.name}"):
         job = Job.of(cfg)
         done = job.finished(job.seeds)

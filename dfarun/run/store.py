@@ -1,5 +1,5 @@
-"""Run records: one JSON file per (experiment, seed), written atomically; checkpoints; the
-paths a job uses, checked before it starts; and the names of the locks (locks.py) that let many
+"""Run records: one JSON file per (experiment, seed), written atomically; checkpoints; and the
+names of the locks (locks.py) that let many
 jobs share one store.
 
 The experiment is the part of the config that changes the numbers (data set, model, method,
@@ -21,9 +21,10 @@ from omegaconf import DictConfig
 
 from dfarun import atomic
 from dfarun.atomic import atomic_save
-from dfarun.errors import ConfigError, check_folder, interrupted
-# the record format is run/record.py's: its version, what a key hashes, reading a file
-from dfarun.run.record import FORMAT, RUNTIME_KEYS, STOPS, experiment, load, parse, settings  # noqa: F401
+from dfarun.errors import interrupted
+# the record format is run/record.py's (its version, reading a file); what a key hashes, experiment.py's
+from dfarun.run.experiment import RUNTIME_KEYS, experiment, settings  # noqa: F401
+from dfarun.run.record import FORMAT, STOPS, load, parse  # noqa: F401
 from dfarun.run.locks import Lock, acquire, drop_stale_locks  # noqa: F401 (the runner takes its locks here)
 
 log = logging.getLogger("dfarun")
@@ -173,8 +174,6 @@ def finished(path: Path) -> dict | None:
 def _complete(rec: dict, path: Path) -> None:
     """ValueError naming the first field that is missing or wrong: the checks dfarun-tables and
     dfarun-figures apply (record.parse), and the file name must be this record's own."""
-    from dfarun.run.record import parse  # records imports this module: at call time
-
     parse(rec, path)
     if not path.stem.endswith(f"_{rec['key']}_seed{rec['seed']}"):
         raise ValueError(f"seed/key: {rec['key']} seed {rec['seed']} is not the record {path.name} names")
@@ -224,57 +223,6 @@ def _finite(obj):
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
-
-
-# --- the paths a job uses, checked before it starts -----------------------------------------------
-
-SUBFOLDERS = {"locks": "locks", "checkpoints": "checkpoints", "sweeps": "sweep outputs", "live": "live histories",
-              "tensorboard": "TensorBoard logs"}
-
-
-def check_store(cfg: DictConfig) -> None:
-    """The store's folders and file names, before anything runs. The store must be writable
-    only where seeds are left to train (runner.run checks that)."""
-    check_paths(cfg, write=not _is_dir(cfg.store))
-
-
-def _is_dir(value: str) -> bool:
-    try:
-        return Path(value).expanduser().is_dir()
-    except (OSError, ValueError):
-        return False
-
-
-def check_paths(cfg: DictConfig, write: bool) -> None:
-    """ConfigError unless the store is a folder (writable, or one that can be made, when `write`),
-    its subfolders are folders, and no file this job writes (records, weights, checkpoint, locks)
-    has a folder in its place: found now, not after an epoch of training."""
-    check_folder("store", cfg.store, "the run records can be written to", write=write)
-    root = Path(cfg.store).expanduser()
-    paths = {"records": [record_path(cfg, s) for s in cfg.seeds], "checkpoint": [checkpoint_path(cfg)],
-             "locks": [job_lock(cfg), *(seed_lock(cfg, s) for s in cfg.seeds)]}
-    paths["live history"] = [live_path(cfg, s) for s in cfg.seeds]
-    paths["code diff"] = [record_path(cfg, s).with_suffix(".diff") for s in cfg.seeds]
-    if cfg.save_weights:
-        paths["weights"] = [record_path(cfg, s).with_suffix(".pt") for s in cfg.seeds]
-    try:
-        if cfg.logger.name == "tensorboard":
-            for path in (tensorboard_dir(cfg, s) for s in cfg.seeds):
-                if path.exists() and not path.is_dir():
-                    raise ConfigError("store", cfg.store, f"{path} is a file, where this job writes its "
-                                                          f"TensorBoard log; move it away or choose another store")
-        for name, what in SUBFOLDERS.items():
-            if (root / name).exists() and not (root / name).is_dir():
-                raise ConfigError("store", cfg.store, f"{root / name} is a file, where dfarun keeps its {what}; "
-                                                      f"move it away or choose another store")
-        for what, files in paths.items():
-            for path in files:
-                if path.is_dir():
-                    raise ConfigError("store", cfg.store, f"{path} is a folder, where this job writes its "
-                                                          f"{what}; move it away or choose another store")
-    except OSError as err:  # a path too long for the file system, a folder it may not read
-        raise ConfigError("store", cfg.store, f"cannot be used ({err.strerror or err}); "
-                                              f"expected a folder the run records can be written to") from None
 
 
 # --- locks: which job trains what (the protocol is in locks.py) -----------------------------------
