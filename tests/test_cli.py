@@ -99,3 +99,17 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
         f"dfarun: error: method='nope': no such option; expected one of {methods}"]
     assert "Traceback" not in out.stdout + out.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_help_into_a_closed_pipe_is_quiet(tmp_path):
+    # `dfarun --help | head -1`: the reader goes away; that is no error of dfarun's to report
+    import subprocess
+    from helpers import DFARUN, cli_env
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([*DFARUN, "--help"], cwd=tmp_path, env=cli_env(), stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, ""), done.stderr

@@ -76,7 +76,7 @@ def main() -> None:
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a job's error, to the guard below, not prints it
             with contextlib.redirect_stderr(_WithoutHydraJobError(sys.stderr)):
                 _main()
-    except SystemExit:  # --help and the like
+    except (SystemExit, BrokenPipeError):  # --help and the like; a reader gone (`| head`): entry.py ends quietly
         raise
     except BaseException as err:  # noqa: BLE001 - every way out is reported, in one line
         sys.exit(report(err))
