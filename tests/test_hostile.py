@@ -63,8 +63,6 @@ def refused(tmp_path: Path, *argv: str, flags: tuple[str, ...] = ()) -> str:
     ((), ["--nope"], ["unrecognized arguments", "flags first"]),
     ((), ["dataset=mnist", "dataset.classes=5"], ["dataset.classes=5", "expected 10"]),
     ((), ["dataset=mnist", "dataset.classes=10"], ["dataset.test_size=32", "synthetic data only"]),
-    (("-m",), ["hydra/launcher=parallel", "hydra.launcher.n_jobs=0"], ["hydra.launcher: n_jobs == 0"]),
-    (("-m",), ["hydra/launcher=parallel", "hydra.launcher.prefer=nope"], ["hydra.launcher: prefer=nope", "'processes', 'threads'"]),
     (("-p", "dataset"), [], ["-p/--package=dataset", "with --cfg job"]),
     ((), ["hydra.run.dir=${nope}"], ["Interpolation key 'nope' not found", "hydra.run.dir"]),
 ])

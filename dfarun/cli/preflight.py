@@ -85,8 +85,6 @@ def check_args(argv: list[str]) -> list[DictConfig]:
     if not args.cfg:  # --cfg shows a config, bad values and all
         for cfg in cfgs:  # after composing them all: a compose error is found without importing torch
             validate(cfg)
-        if multirun:
-            _check_joblib(primary.hydra.launcher)
     return cfgs
 
 
@@ -166,18 +164,6 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
-
-
-def _check_joblib(launcher: DictConfig) -> None:
-    """hydra/launcher=parallel: joblib's refusal of its settings, which would otherwise come
-    after Hydra has made the sweep's folder (the plugin sets the backend itself: loky)."""
-    if str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
-        import joblib
-        try:
-            joblib.effective_n_jobs(launcher.n_jobs)
-            joblib.Parallel(prefer=launcher.prefer, require=launcher.require)
-        except ValueError as err:
-            raise DfarunError(f"hydra.launcher: {err}") from None
 
 
 def _one_line(err: Exception, overrides: list) -> DfarunError:

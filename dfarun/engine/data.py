@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from dfarun.engine.hyp import CLASSES, IMAGE_SHAPES
-from dfarun.errors import ConfigError, DfarunError, check_folder
+from dfarun.engine.hyp import IMAGE_SHAPES
+from dfarun.errors import ConfigError, DfarunError, check, check_folder
 
 log = logging.getLogger("dfarun")
 
@@ -76,8 +76,6 @@ def check_data_dir(name: str, data_dir: str) -> None:
     there = all((root / folder / f).is_file() for f in files)
     check_folder("data_dir", data_dir, f"that holds {name} ({', '.join(files)} in {folder}/) or one "
                                        f"it can be downloaded into", write=not there)
-    if there and name == "mnist":  # small enough to check whole now (CIFAR's md5 is checked on loading)
-        check_mnist_files(root / folder, data_dir)
 
 
 def _torchvision(name: str, data_dir: str, train: bool):
@@ -90,8 +88,8 @@ def _torchvision(name: str, data_dir: str, train: bool):
         return cls(root=str(root), train=train, download=False)
     except Exception as err:  # missing, failed its checksum, or unreadable
         if all((root / folder / f).is_file() for f in files):  # there but bad: never download over it
-            # MNIST's files were checked whole before (check_mnist_files); CIFAR comes as one
-            # archive, so a bad file means the whole folder again
+            # (torchvision checks the files' shapes, and CIFAR's md5; both come as archives,
+            # so a bad file means the folder again)
             raise ConfigError("data_dir", data_dir, f"the {name} files in {folder}/ are truncated or corrupt "
                                                     f"({_first_line(err)}); delete them and rerun to download "
                                                     f"them again") from None
@@ -131,63 +129,8 @@ def _first_line(err: Exception) -> str:
 
 
 def _mnist(cfg: DictConfig, data_dir: str) -> Raw:
-    folder, files = EXPECTED_FILES["mnist"]
-    raw = Path(data_dir).expanduser() / folder
-    if all((raw / f).is_file() for f in files):  # also here: load() is called without validate()
-        check_mnist_files(raw, data_dir)
     splits = [_torchvision("mnist", data_dir, train) for train in (True, False)]
     return tuple(t for s in splits for t in (s.data.reshape(len(s.data), -1), s.targets.long()))
-
-
-IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}  # uint8 data, 3 and 1 dimensions
-
-
-def check_mnist_files(raw: Path, data_dir: str) -> None:
-    """The four IDX files, before anything trains on them (and before Hydra starts): magic
-    numbers, 28x28 images, sizes that match the counts in their headers and each other, labels
-    0 to 9. ConfigError naming the file otherwise (the user deletes it; we never do)."""
-    for split in ("train", "t10k"):
-        images = _idx(raw / f"{split}-images-idx3-ubyte", "images", data_dir)
-        labels = _idx(raw / f"{split}-labels-idx1-ubyte", "labels", data_dir)
-        if images[0] != labels[0]:
-            raise ConfigError("data_dir", data_dir, f"the mnist files MNIST/raw/{split}-images-idx3-ubyte and "
-                                                    f"{split}-labels-idx1-ubyte hold {images[0]} images but "
-                                                    f"{labels[0]} labels; delete both and rerun to download them again")
-
-
-def _idx(path: Path, kind: str, data_dir: str) -> tuple[int, ...]:
-    """The dimensions in an IDX file's header, checked against the file's size (and, for
-    labels, every label in range: a label of 12 would index out of range mid-training)."""
-    dims = 3 if kind == "images" else 1
-    header = 4 + 4 * dims
-    try:
-        with open(path, "rb") as f:
-            head = f.read(header)
-            body = f.read() if kind == "labels" else b""  # 60,000 bytes; the images are not read here
-        size = path.stat().st_size
-    except OSError as err:
-        return _bad_idx(path, data_dir, err.strerror or type(err).__name__)
-    magic = int.from_bytes(head[:4], "big")
-    shape = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    if len(head) < header:
-        return _bad_idx(path, data_dir, f"{size} bytes, shorter than its header")
-    if magic != IDX_MAGIC[kind]:
-        return _bad_idx(path, data_dir, f"magic number {magic:#010x}, expected {IDX_MAGIC[kind]:#010x}")
-    if size != header + math.prod(shape):
-        return _bad_idx(path, data_dir, f"{size} bytes, expected {header + math.prod(shape)} for "
-                                        f"{' x '.join(map(str, shape))} {kind}")
-    if kind == "images" and shape[1:] != (28, 28):
-        return _bad_idx(path, data_dir, f"images of {shape[1]}x{shape[2]} pixels, expected 28x28")
-    if shape[0] == 0:
-        return _bad_idx(path, data_dir, "no examples")
-    if body and max(body) >= CLASSES["mnist"]:
-        return _bad_idx(path, data_dir, f"label {max(body)}, expected 0 to {CLASSES['mnist'] - 1}")
-    return shape
-
-
-def _bad_idx(path: Path, data_dir: str, why: str):
-    raise ConfigError("data_dir", data_dir, f"the mnist file MNIST/raw/{path.name} is truncated or corrupt "
-                                            f"({why}); delete it and rerun to download it again")
 
 
 def _cifar(cfg: DictConfig, data_dir: str) -> Raw:
@@ -236,15 +179,27 @@ LOADERS: dict[str, Callable[[DictConfig, str], Raw]] = {
 
 def load(cfg: DictConfig, data_dir: str, device: torch.device) -> Data:
     x_train, y_train, x_test, y_test = LOADERS[cfg.name](cfg, data_dir)
-    if cfg.train_size is not None:
-        n = len(y_train)
-        if cfg.train_size > n:
-            raise ConfigError("dataset.train_size", cfg.train_size, f"expected null or at most {n}: the "
-                                                                    f"{cfg.name} files in {data_dir} hold {n} training examples")
-        x_train, y_train = x_train[: cfg.train_size], y_train[: cfg.train_size]
+    _check_examples(cfg, data_dir, ((x_train, y_train), (x_test, y_test)))
+    x_train, y_train = x_train[: cfg.train_size], y_train[: cfg.train_size]  # train_size null: all
     x_train, x_test = (x.to(device).float() for x in (x_train, x_test))
     lo, hi = x_train.min(), x_train.max()
     scale = 1.0 / (hi - lo).clamp_min(1e-12)
     return Data((x_train - lo) * scale, y_train.to(device), (x_test - lo) * scale, y_test.to(device),
                 shape=image_shape(cfg))
 
+
+def _check_examples(cfg: DictConfig, data_dir: str, splits) -> None:
+    """What any data set's files must hold, whichever loader read them (a file that does not
+    even parse is the loader's error): as many labels as examples, each example of the data
+    set's size, labels below its class count, and train_size examples at least."""
+    shape = image_shape(cfg)
+    size = math.prod(shape) if shape else cfg.features
+    for (x, y), split in zip(splits, ("training", "test")):
+        check(len(x) == len(y) > 0 and x.shape[1:].numel() == size and int(y.max()) < cfg.classes, "data_dir",
+              data_dir, f"the {cfg.name} {split} files hold {len(x)} examples of {x.shape[1:].numel()} values and "
+                        f"{len(y)} labels up to {int(y.max()) if len(y) else None}; expected as many labels as "
+                        f"examples, of {size} values each, labels below {cfg.classes}: delete the files and "
+                        f"rerun to download them again")
+    n = len(splits[0][1])
+    check((cfg.train_size or 0) <= n, "dataset.train_size", cfg.train_size,
+          f"expected null or at most {n}: the {cfg.name} files in {data_dir} hold {n} training examples")

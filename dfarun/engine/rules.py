@@ -22,8 +22,8 @@ B_i = W_{i+1} *is* `bp`.
 To add a rule: write its `signals` (and `feedback` if it has its own matrices), add one
 entry to RULES, and a conf/method/<name>.yaml that says `name: <name>`. That is all the code:
 `method=<name>` trains it, on an MLP or (with conv=True) the conv net, compiled or not;
-config checks, memory estimates (by its feedback function) and `dfarun-tables` (a column of
-its own on the paper's rows, beside BP/FA/DFA) pick it up. In words, the README's `method`
+config checks and `dfarun-tables` (a column of its own on the paper's rows, beside BP/FA/DFA)
+pick it up. In words, the README's `method`
 line and docs/protocol.md's per-rule tables (signal, init, feedback) describe each rule.
 """
 from __future__ import annotations
