@@ -30,6 +30,7 @@ from dfarun.errors import ConfigError, DfarunError
 
 CONFIG_NAME = "config"
 
+
 def check_args(argv: list[str]) -> list[DictConfig]:
     """Compose and validate the config of every job that `dfarun argv` would run; return them.
     --help, --info and the like, and another primary config (--config-path, --config-name with
