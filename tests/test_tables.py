@@ -57,8 +57,8 @@ def test_dash_when_no_seed_learned_and_n_when_fewer_seeds(tmp_path):
     t = tables.build(1, cells, compare=False)
     assert cell(t.frame, "100x240 Tanh", "bp") == "— demo"  # seed 0 ran out of the 20-epoch budget
     assert cell(t.frame, "100x240 Tanh", "dfa") == "4.00 ± 0.14% (0.12%) n=2"
-    assert cell(t.details, "100x240 Tanh", "bp") == "0/3 learned, 7 ep, max_epochs:1 diverged:1"
-    assert cell(t.details, "100x240 Tanh", "dfa") == "2/3 learned, 7 ep, converged:2 diverged:1"
+    assert cell(t.details, "100x240 Tanh", "bp") == "0/3 learned, 7 ep, max_epochs ×1, diverged ×1"
+    assert cell(t.details, "100x240 Tanh", "dfa") == "2/3 learned, 7 ep, converged ×2, diverged ×1"
     assert cell(t.details, "100x240 Tanh", "fa") == ""
 
 
@@ -197,11 +197,11 @@ def test_csv_holds_numbers_one_line_per_cell(tmp_path):
 
     md = (tmp_path / "out" / "table1.md").read_text()
     assert "| 1x800 Tanh       | 1.70 ± 0.10% n=3 " in md                       # 5 asked, 3 learned
-    assert "| 1x800 Tanh       | 3/5 learned, 81 ep, converged:2 max_epochs:1 | " in md
-    assert "0/3 learned, 7 ep, diverged:1" in md
+    assert "| 1x800 Tanh       | 3/5 learned, 81 ep, converged ×2, max_epochs ×1 | " in md
+    assert "0/3 learned, 7 ep, diverged ×1" in md
     tex = (tmp_path / "out" / "table1.tex").read_text()
     assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 2
-    assert r"\hline" not in tex and r"1.70 $\pm$ 0.10\% n=3" in tex and r"max\_epochs:1" in tex
+    assert r"\hline" not in tex and r"1.70 $\pm$ 0.10\% n=3" in tex and r"max\_epochs $\times$1" in tex
 
 
 # --- the grids ---------------------------------------------------------------------------------
@@ -251,9 +251,9 @@ def test_headline_costs_core_time_on_a_cpu_and_plain_seconds_on_a_gpu(tmp_path):
     assert headline.costs(dfa) == (12 * 60 * 2 + 30 * 60 * 1, 20 * 1.0)  # 24 + 30 core-minutes; 20 GPU s
     text = headline.render(tables.numbers(1, tables.aggregate(records.frame(recs))), recs)
     (line,) = [x for x in text.splitlines() if x.startswith("| 2x800 Tanh | DFA")]
-    assert line.endswith("| -0.5 σ | 8 | 20 | converged:8 | 54 min | 20 s |"), line  # 163 epochs / 8
+    assert line.endswith("| -0.5 σ | 8 | 20 | converged ×8 | 54 min | 20 s |"), line  # 163 epochs / 8
     (line,) = [x for x in text.splitlines() if x.startswith("| 1x800 Tanh | BP")]
-    assert line.endswith("| converged:1 | ? |  |"), line
+    assert line.endswith("| converged ×1 | ? |  |"), line
     assert "\n**1 of 2 cells lie within 2 paper std of the paper.** Not run yet: the cells 1x800 Tanh FA, " \
            "1x800 Tanh DFA, 2x800 Tanh BP, 2x800 Tanh FA; the rows 7x240 Tanh, 100x240 Tanh," in text  # 1x800 BP: 1.70 against 1.59 ± 0.04
 

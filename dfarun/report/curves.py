@@ -3,13 +3,16 @@ error; Figure 2's panels, and `dfarun-figures curves --by KEYS` for any store.
 
     dfarun-figures curves --store S [S ...] --by method.name,lr [--where KEY=VALUE] [--out DIR]
 
-draws one line pair (test solid, training dashed) per group of the settings KEYS (groups.py),
-every record in the stores counted, and writes curves_by_<KEYS>.png and .csv.
+draws per group of the settings KEYS (groups.py), every record in the stores counted, its test
+(solid) and training (dashed) error; with two or more keys, one panel per value of the first
+(a shared error axis) and one colour per value of the others, the same in every panel. It
+writes curves_by_<KEYS>[+where_<KEY>=<VALUE>...].png and .csv.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 from pathlib import Path
 from typing import Callable
@@ -20,10 +23,16 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from dfarun import atomic  # noqa: E402
 from dfarun.report import groups, records  # noqa: E402
+from dfarun.report.text import demo_budget  # noqa: E402
+from dfarun.run.experiment import RUNTIME_KEYS  # noqa: E402
 from dfarun.run.record import Record  # noqa: E402
+
+TRAIN = "train (on batches, as trained)"  # docs/protocol.md: the running error over the epoch's mini-batches
 
 
 def table(by: dict[str, list[Record]], column: str = "method") -> pd.DataFrame:
@@ -40,7 +49,8 @@ def table(by: dict[str, list[Record]], column: str = "method") -> pd.DataFrame:
 
 def plot(ax, curves: pd.DataFrame, groups_in_order: list[str], label: Callable[[str], str],
          color: Callable[[int, str], str | None], column: str = "method") -> None:
-    """Each group's mean test (solid) and training (dashed) error, the range over its seeds shaded."""
+    """Each group's mean test (solid) and training (dashed) error, the range over its seeds shaded;
+    the caller places the legend."""
     for i, g in enumerate(groups_in_order):
         rows = curves[curves[column] == g]
         for kind, style in (("train", "--"), ("test", "-")):
@@ -54,7 +64,6 @@ def plot(ax, curves: pd.DataFrame, groups_in_order: list[str], label: Callable[[
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
 
 
 def save(fig, data: pd.DataFrame, out: Path, name: str) -> list[Path]:
@@ -66,6 +75,70 @@ def save(fig, data: pd.DataFrame, out: Path, name: str) -> list[Path]:
     atomic.write_bytes(out / f"{name}.png", png.getvalue())
     atomic.write_text(out / f"{name}.csv", data.to_csv(index=False))
     return [out / f"{name}.png", out / f"{name}.csv"]
+
+
+def draw(recs: list[Record], by: list[str], data: pd.DataFrame):
+    """The figure of a --by view: one panel per value of by[0] where there are further keys (a
+    shared error axis), else one; a colour per value of the other keys, the same in each panel;
+    the legend outside the panels, the line styles said once in it; the title says the groups,
+    seeds, budget and what every record shares."""
+    panel_keys, colour_keys = (by[:1], by[1:]) if len(by) > 1 else ([], by)
+    panels = list(groups.group(recs, panel_keys)) if panel_keys else [()]
+    shades = list(groups.group(recs, colour_keys))  # in natural order: 1e-4 before 3e-4
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(shades) > len(palette):  # more than the cycle tells apart: a colour map's steps
+        palette = [plt.get_cmap("viridis")(i / (len(shades) - 1)) for i in range(len(shades))]
+    colour = dict(zip(shades, palette))
+    cols = 2 if len(panels) == 4 else min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    width = 3.6 * cols + 3.2  # inches: the panels, then the legend beside them
+    fig, axes = plt.subplots(rows, cols, sharey=True, squeeze=False, figsize=(width, 3.3 * rows + 1.3))
+    split = len(panel_keys)  # a group's values: its panel's, then its colour's
+    named = {", ".join(vals): (vals[:split], vals[split:]) for vals in groups.group(recs, by)}
+    for ax, panel in zip(axes.flat, panels):
+        inside = [g for g, (at, _) in named.items() if at == panel]
+        plot(ax, data, inside, str, lambda i, g: colour[named[g][1]], "group")
+        if panel_keys:
+            ax.set_title(f"{panel_keys[0]}={panel[0]}", fontsize=10)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[:, 1:].flat:  # the error axis is shared: its label and numbers on the left only
+        ax.set_ylabel("")
+        ax.tick_params(labelleft=False)
+    handles = [Line2D([], [], color=colour[v], label=", ".join(f"{k}={x}" for k, x in zip(colour_keys, v)))
+               for v in shades]
+    handles += [Line2D([], [], ls="none", label=" "),  # a blank line between the colours and the styles
+                Line2D([], [], color="0.3", label="test"), Line2D([], [], color="0.3", ls="--", label=TRAIN),
+                Patch(color="0.3", alpha=0.15, label="range over the seeds")]
+    axes[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1), borderaxespad=0, fontsize=8)
+    fig.suptitle(title(recs, by, int(width * 12)), fontsize=10)  # about 12 characters an inch at 10 pt
+    return fig
+
+
+def title(recs: list[Record], by: list[str], chars: int = 110) -> str:
+    """What the figure is: the groups and seeds, the epoch budget ("demo: 5 of 300 epochs"
+    where it is short of the protocol's), and the settings every record shares, in lines of
+    at most `chars` characters."""
+    grouped = groups.group(recs, by)
+    n, sizes = len(grouped), sorted({len(rs) for rs in grouped.values()})
+    seeds = f"{sizes[0]} seed{'s' * (sizes[0] != 1)}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]} seeds"
+    limits = sorted({r.max_epochs for r in recs})
+    epochs = f"{limits[0]}" if len(limits) == 1 else f"{limits[0]}-{limits[-1]}"
+    demos = sum(any(records.short(r) for r in rs) for rs in grouped.values())
+    line = (f"Learning curves by {', '.join(by)}{' (demo)' * (demos == n)}: {n} group{'s' * (n != 1)} × {seeds}, "
+            f"at most {epochs} epochs")
+    common = {k: v for k, v in groups.shared(recs).items() if k not in by and k not in RUNTIME_KEYS}
+    said = [f"{k}={v}" for k, v in sorted(common.items())]
+    if (budget := demo_budget(recs)) is not None:
+        said.append(f"demo{'' if demos == n else f' ({demos} of {n} groups)'}: {budget[0]} of {budget[1]} epochs")
+    lines = [line]
+    for i, item in enumerate(said):  # wrapped between settings, never inside one
+        if i and len(lines[-1]) + len(item) + 2 <= chars:
+            lines[-1] += f" {item}"
+        else:
+            lines.append(item)
+        lines[-1] += "," if i + 1 < len(said) else ""
+    return "\n".join([*lines, "lines: the mean over the seeds still training"])
 
 
 def main(argv: list[str]) -> int:
@@ -85,26 +158,18 @@ def main(argv: list[str]) -> int:
     try:
         if not recs:
             raise groups.Refused("no valid run records in these stores")
-        by = groups.keys(args.by, recs)
-        recs = groups.where(recs, args.where)
-        if not recs:
-            raise groups.Refused(f"--where={' '.join(args.where)!r}: no record has these settings")
+        by, recs, filters = groups.select(recs, args.by, args.where)
     except groups.Refused as why:
         return _error(str(why))
-    grouped = {", ".join(vals): rs for vals, rs in groups.group(recs, by).items()}
-    data = table(grouped, "group")
-    fig, ax = plt.subplots(figsize=(7, 5))
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    plot(ax, data, list(grouped), str, lambda i, g: cycle[i % len(cycle)], "group")
-    limits = sorted({r.max_epochs for r in recs})
-    epochs = f"{limits[0]}" if len(limits) == 1 else f"{limits[0]}-{limits[-1]}"
-    ax.set_title(f"Learning curves by {', '.join(by)}: {len(recs)} seeds, at most {epochs} epochs\n"
-                 "mean and range over the seeds still training", fontsize=10)
+    data = table({", ".join(vals): rs for vals, rs in groups.group(recs, by).items()}, "group")
+    fig = draw(recs, by, data)
     data.insert(0, "by", ",".join(by))
+    for i, (key, v) in enumerate(filters.items()):  # the filter, as the table's CSV has it
+        data.insert(1 + i, key, v)
     out = Path(args.out or Path(args.store[0]) / "figures")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        written = save(fig, data, out, "curves_by_" + "+".join(by))
+        written = save(fig, data, out, groups.stem("curves_by_", by, filters))
     except OSError as err:
         return _error(f"{err.filename or out}: {err.strerror or err}")
     print("curves: " + ", ".join(str(w) for w in written))

@@ -75,6 +75,7 @@ def budget(by_method: dict[str, list[Record]]) -> str:
 def _plot_curves(ax, table: pd.DataFrame, label: Callable[[str], str]) -> None:
     methods = sorted(set(table.method), key=list(NAMES).index)  # BP, FA, DFA, ... as in the paper
     curve.plot(ax, table, methods, label, lambda i, method: COLORS.get(method))
+    ax.legend(fontsize=8)
 
 
 _save = curve.save
@@ -120,6 +121,7 @@ def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000
     from sklearn.manifold import TSNE
 
     from dfarun.engine.data import load
+    from dfarun.engine.hyp import CLASSES
 
     by_method = select(recs, "3x400 Tanh", ("bp", "dfa"))
     weights = {method: rs[0].path.with_suffix(".pt") for method, rs in by_method.items()}
@@ -144,7 +146,8 @@ def fig3(recs: list[Record], out: Path, data_dir: str | None, points: int = 2000
                               "hold: rerun with --data-dir <MNIST data_dir>")
     # the test images, min-max scaled as in training; the whole training set sets the scale, as it
     # spans the full pixel range (0..255) whatever subset a run trained on
-    data = load(OmegaConf.create({"name": "mnist", "train_size": None}), data_dir, torch.device("cpu"))
+    data = load(OmegaConf.create({"name": "mnist", "classes": CLASSES["mnist"], "train_size": None}), data_dir,
+                torch.device("cpu"))
     x, y = data.x_test[:points], data.y_test[:points].numpy()
     embed = lambda h: TSNE(n_components=2, init="pca", random_state=0).fit_transform(h.numpy())
     inputs = embed(x)  # the same for both methods: embedded once

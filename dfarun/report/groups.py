@@ -23,9 +23,9 @@ from typing import Iterable
 import pandas as pd
 from omegaconf import OmegaConf
 
-from dfarun.config.schema import DatasetConf, MethodConf, ModelConf, RegConf
+from dfarun.config.schema import CONF_DIR, DatasetConf, MethodConf, ModelConf, RegConf
 from dfarun.report import records
-from dfarun.report.text import DASH, error_text, files, legend_extras
+from dfarun.report.text import DASH, demo_words, error_text, files, legend_extras, stop_words
 from dfarun.run.experiment import RUNTIME_KEYS, defaults
 from dfarun.run.record import Record
 
@@ -122,6 +122,27 @@ def where(recs: list[Record], conditions: Iterable[str]) -> list[Record]:
     return recs
 
 
+def select(recs: list[Record], by_text: str, conditions: list[str]) -> tuple[list[str], list[Record], dict[str, str]]:
+    """A --by view's (keys, records, filter): the keys of `by_text`, the records every
+    --where condition holds for, and the filter as they have it, key -> value (shown: `lr=1e-3`
+    is lr=0.001), for file names and CSV columns. Refused where nothing is left."""
+    if not recs:
+        raise Refused("no valid run records in this store")
+    by = keys(by_text, recs)
+    recs = where(recs, conditions)
+    if not recs:
+        raise Refused(f"--where={' '.join(conditions)!r}: no record has these settings")
+    filters = {key: show(value(recs[0], key)) for key in (c.partition("=")[0].strip() for c in conditions)}
+    return by, recs, filters
+
+
+def stem(prefix: str, by: list[str], filters: dict[str, str]) -> str:
+    """A view's file name, less its suffix: `by_lr+where_method.name=dfa`, so that views of
+    other filters do not overwrite each other (a path separator in a value is written `_`)."""
+    name = prefix + "+".join(by) + "".join(f"+where_{k}={v}" for k, v in filters.items())
+    return name.replace("/", "_").replace("\\", "_")
+
+
 def _matches(v, wanted: str) -> bool:
     if show(v) == wanted:
         return True
@@ -151,15 +172,40 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
 
 
 def shared(recs: list[Record]) -> dict[str, str]:
-    """The settings every record of `recs` ran with, dotted key -> value: those off the
-    schema's defaults (a model's or data set's own included), where and how a run ran aside."""
+    """The settings every record of `recs` ran with, dotted key -> value: those a user changed
+    (off what the record's options set, else off the schema's defaults: so model.width=800 of
+    model=1x800_tanh is not listed, model.name is), where and how a run ran aside. The record's
+    `lr` is the effective rate; `dataset.lr` is listed only where a user changed the data
+    set's own."""
     flats = {}  # one per experiment: its key hashes its settings
     for r in recs:
         if r.key not in flats:
             flat = _flat({k: v for k, v in r.config.items() if k not in RUNTIME_KEYS})
-            flats[r.key] = {k: v for k, v in flat.items() if _default(k) != v}
+            flats[r.key] = {k: v for k, v in flat.items() if _unchanged(r, k) != v}
     common, *rest = flats.values()
     return {k: v for k, v in common.items() if all(f.get(k) == v for f in rest)}
+
+
+def _unchanged(r: Record, key: str) -> str | None:
+    """What setting `key` of the record is where no user changed it, as text (show): what its
+    option's conf file sets (conf/dataset/mnist.yaml: dataset.classes), else the schema's
+    default; None where neither says."""
+    group, _, rest = key.partition(".")
+    if group in GROUPS and rest != "name" and isinstance(option := _at(r.config, f"{group}.name"), str):
+        found = _at(_option_file(group, option), rest)
+        if found is not _NOWHERE:
+            return show(found)
+    return _default(key)
+
+
+@cache
+def _option_file(group: str, option: str) -> dict:
+    """conf/<group>/<option>.yaml as a dict; {} where the option has no file (a record of an
+    option since renamed, or of a name no file can have)."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    if "/" in option or "\\" in option or option.startswith(".") or not path.is_file():
+        return {}
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
 
 
 @cache
@@ -176,38 +222,46 @@ CSV = ["test_mean", "test_std", "train_mean", "seeds_learned", "seeds_run", "exp
 
 
 def render(recs: list[Record], by_text: str, conditions: list[str], generated: str) -> tuple[dict[str, str], str]:
-    """({by_<keys>.md/.tex/.csv: text}, the Markdown to print) for `dfarun-tables --by`."""
-    if not recs:
-        raise Refused("no valid run records in this store")
-    by = keys(by_text, recs)
-    recs = where(recs, conditions)
-    if not recs:
-        raise Refused(f"--where={' '.join(conditions)!r}: no record has these settings")
+    """({by_<keys>[+where_<key>=<value>...].md/.tex/.csv: text}, the Markdown to print) for
+    `dfarun-tables --by`."""
+    by, recs, filters = select(recs, by_text, conditions)
     groups = group(recs, by)
     everywhere = shared(recs)
     shown, numbers = [], []
     for vals, rs in groups.items():
         s = records.summary(rs) | {"experiments": len({r.key for r in rs})}
         s["seeds_asked"] = s["seeds_run"]  # across experiments, n= counts the seeds run
-        own = {k: v for k, v in shared(rs).items() if k not in by and everywhere.get(k) != v}
+        own = ", ".join(f"{k}={v}" for k, v in sorted(shared(rs).items()) if k not in by and everywhere.get(k) != v)
         cell = SimpleNamespace(**s)
         shown.append(dict(zip(by, vals)) | {
             "test error": error_text(cell), "train error": f"{s['train_mean']:.2f}%" if s["seeds_learned"] else DASH,
             "seeds": f"{s['seeds_learned']}/{s['seeds_run']}", "experiments": s["experiments"],
-            "epochs (mean)": f"{s['epochs_mean']:.0f}", "stop": s["stop"],
-            "shared settings": ", ".join(f"{k}={v}" for k, v in sorted(own.items()))})
-        numbers.append(dict(zip(by, vals)) | {k: s.get(k) for k in CSV[:-1]}
-                       | {"shared": ", ".join(f"{k}={v}" for k, v in sorted(own.items()))})
+            "epochs (mean)": f"{s['epochs_mean']:.0f}", "stop": stop_words(s["stop"]), "shared settings": own})
+        numbers.append(dict(zip(by, vals)) | {k: v for k, v in filters.items() if k not in by}
+                       | {k: s.get(k) for k in CSV[:-1]} | {"shared": own})
     legend = ("Test error over the seeds that learned (a seed learned: it did not diverge and its training error "
               f"is below 90% of chance); {DASH} where none did; seeds: learned / run; n= where fewer learned "
               "than ran.")
-    legend += "".join(f" {extra}." for extra in legend_extras(SimpleNamespace(**s) for s in numbers))
+    legend += "".join(f" {extra}." for extra in legend_extras((SimpleNamespace(**s) for s in numbers),
+                                                              demo_words(recs)))
     common = {k: v for k, v in everywhere.items() if k not in by and k not in RUNTIME_KEYS}
     footer = [legend, f"Every record here shares: {', '.join(f'{k}={v}' for k, v in sorted(common.items()))}."
               if common else "The records share no setting off dfarun's defaults.",
               *([f"Only records with {', '.join(conditions)}."] if conditions else []), generated]
-    title = (f"Test error by {', '.join(by)}: mean ± std over seeds ({len(recs)} records, {len(groups)} "
+    demo = " (demo)" if all(n["demo"] for n in numbers) else ""
+    title = (f"Test error by {', '.join(by)}{demo}: mean ± std over seeds ({len(recs)} records, {len(groups)} "
              f"group{'s' * (len(groups) != 1)})")
-    texts = files(title, [pd.DataFrame(shown)], footer, pd.DataFrame(numbers, columns=[*by, *CSV]))
-    stem = "by_" + "+".join(by)
-    return {f"{stem}.{ext}": text for ext, text in texts.items()}, texts["md"]
+    columns = [*by, *(k for k in filters if k not in by), *CSV]
+    texts = files(title, [_telling(pd.DataFrame(shown), by)], footer, pd.DataFrame(numbers, columns=columns))
+    name = stem("by_", by, filters)
+    return {f"{name}.{ext}": text for ext, text in texts.items()}, texts["md"]
+
+
+def _telling(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The table for people less the columns that tell nothing (the CSV keeps them all): one
+    empty in every row, and `experiments` where every group is one experiment (the usual case;
+    the column is there to say when a group mixes several)."""
+    silent = [c for c in frame if c not in by and (frame[c].astype(str) == "").all()]
+    if (frame["experiments"] == 1).all():
+        silent.append("experiments")
+    return frame.drop(columns=silent)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfarun.report import records
-from dfarun.report.text import error_text
+from dfarun.report.text import error_text, stop_words
 
 BEGIN = "<!-- headline:begin (dfarun-tables --readme writes from here to the end marker) -->"
 END = "<!-- headline:end -->"
@@ -86,7 +86,7 @@ def render(numbers: pd.DataFrame, recs: list) -> str:
         paper = f"{n.paper_test_mean:.2f} ± {n.paper_test_std:.2f}%" if pd.notna(n.paper_test_mean) else "—"
         ours = error_text(n)  # as the table writes it, without the training error
         cells = [n.row, n.method.upper(), ours, paper, distance,
-                 str(n.seeds_run), f"{n.epochs_mean:.0f}", n.stop, _minutes(cpu), _seconds(gpu)]
+                 str(n.seeds_run), f"{n.epochs_mean:.0f}", stop_words(n.stop), _minutes(cpu), _seconds(gpu)]
         lines.append("| " + " | ".join(cells) + " |")
     summary = f"**{within} of {compared} cells lie within 2 paper std of the paper.**"
     if demos := int(numbers.demo.sum()) if "demo" in numbers else 0:  # text.py: short runs are not compared

@@ -25,7 +25,7 @@ import pandas as pd
 from dfarun import atomic
 from dfarun.report import cells as protocol
 from dfarun.report import groups, headline, records
-from dfarun.report.text import DASH, error_text, files, generated, legend_extras
+from dfarun.report.text import DASH, error_text, files, generated, legend_extras, stop_words
 
 TABLES = {1: ("mnist", "MNIST"), 2: ("cifar10", "CIFAR-10"), 3: ("cifar100", "CIFAR-100")}
 BRACKET_ABOVE = {"mnist": 0.01, "cifar10": 0.1, "cifar100": 0.1}  # % train error the paper brackets
@@ -144,10 +144,10 @@ def _paper_cell(n, dataset: str) -> str:
 
 
 def _details(n) -> str:
-    """Seeds learned / asked, mean epochs run, stop reasons: "3/3 learned, 85 ep, converged:3"."""
+    """Seeds learned / asked, mean epochs run, stop reasons: "3/3 learned, 85 ep, converged ×3"."""
     if n.seeds_run == 0:
         return ""
-    return f"{n.seeds_learned}/{n.seeds_asked} learned, {n.epochs_mean:.0f} ep, {n.stop}"
+    return f"{n.seeds_learned}/{n.seeds_asked} learned, {n.epochs_mean:.0f} ep, {stop_words(n.stop)}"
 
 
 def _provenance(nums: pd.DataFrame) -> list[str]:
@@ -247,8 +247,8 @@ def _paper(args, tables: list[int]) -> int:
 
 def _write(args, texts: dict[str, str], shown: str) -> int:
     """Write `texts` (file name -> text) into --out and the headline into each --readme, then
-    print `shown`: every file complete or none written (the names are checked first, each is
-    written atomically)."""
+    print `shown` and the paths written (as dfarun-figures does): every file complete or none
+    written (the names are checked first, each is written atomically)."""
     readmes, outputs = {}, {(Path(args.out) / name).resolve() for name in texts}
     for name in args.readme:  # all read and checked before any file is written
         try:
@@ -268,6 +268,7 @@ def _write(args, texts: dict[str, str], shown: str) -> int:
     except OSError as err:
         return _error(f"cannot write {err.filename or out} ({err.strerror or err})")
     print(shown)
+    print("tables: " + ", ".join(str(path) for path in [*(out / name for name in texts), *readmes]))
     return 0
 
 

@@ -16,6 +16,8 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
+from dfarun.report import records
+
 DASH = "—"
 DEMO = "demo"
 
@@ -38,17 +40,43 @@ def error_text(c, decimals: int = 2, bracket_above: float = math.inf, unit: str 
     return f"{text} {DEMO}" if c.demo else text
 
 
-def legend_extras(cells) -> list[str]:
+def legend_extras(cells, demo: str | None = None) -> list[str]:
     """The legend's words for what only some tables show (n=1, demo): [] where none is shown,
-    so that a table without them reads as it always has."""
+    so that a table without them reads as it always has. `demo`: what a demo is in this view
+    (a --by view says its budget, demo_words); the paper's tables say why it has no distance."""
     cells = list(cells)
     out = []
     if any(c.seeds_learned == 1 for c in cells):
         out.append("n=1: one seed learned, so no std")
     if any(c.demo for c in cells):
-        out.append(f"{DEMO}: a seed stopped at a shorter epoch budget than the protocol's before it converged "
-                   "(a demo run: no distance from the paper)")
+        out.append(f"{DEMO}: " + (demo or "a seed stopped at a shorter epoch budget than the protocol's before it "
+                                  "converged (a demo run: no distance from the paper)"))
     return out
+
+
+def demo_budget(recs) -> tuple[str, str] | None:
+    """The epoch budgets the demo seeds among `recs` (records.short) stopped at and the
+    protocol's caps they fell short of, as text ("5", "300"; "5/20" where they differ); None
+    where no seed is a demo."""
+    short = [r for r in recs if records.short(r)]
+    if not short:
+        return None
+    span = lambda numbers: "/".join(str(n) for n in sorted(set(numbers)))
+    return span(r.max_epochs for r in short), span(records.cap(r) for r in short)
+
+
+def demo_words(recs) -> str | None:
+    """A demo in a --by view, by its budget: "stopped at max_epochs=5, short of the protocol's
+    300 epochs, before converging"; None where no seed is a demo."""
+    if (budget := demo_budget(recs)) is None:
+        return None
+    return f"stopped at max_epochs={budget[0]}, short of the protocol's {budget[1]} epochs, before converging"
+
+
+def stop_words(stop: str) -> str:
+    """A group's stop counts (records.stop_text, "converged:2 max_epochs:1", the CSV's) for
+    people: "converged ×2, max_epochs ×1", which reads as a count, not as a setting."""
+    return ", ".join(f"{reason} ×{n}" for reason, n in (part.rsplit(":", 1) for part in stop.split()))
 
 
 # --- tables ----------------------------------------------------------------------------------------
@@ -84,7 +112,7 @@ def booktabs(frame: pd.DataFrame) -> str:
 # one pass, so that no replacement's own braces or dollars are escaped again
 LATEX = str.maketrans({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
                        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                       "±": r"$\pm$", "σ": r"$\sigma$", DASH: "---"})
+                       "±": r"$\pm$", "σ": r"$\sigma$", "×": r"$\times$", DASH: "---"})
 
 
 def latex(text: str) -> str:
