@@ -24,8 +24,9 @@ _OPTION = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @lru_cache(maxsize=None)
-def _file(group: str, option: str) -> dict:
-    """conf/<group>/<option>.yaml as a dict; {} when there is none (compose names the option)."""
+def option_file(group: str, option: str) -> dict:
+    """conf/<group>/<option>.yaml as a dict; {} where there is none (compose names the option;
+    a record may name an option since renamed)."""
     path = CONF_DIR / group / f"{option}.yaml"
     if not _OPTION.fullmatch(option) or not path.is_file():
         return {}
@@ -35,7 +36,7 @@ def _file(group: str, option: str) -> dict:
 def fixes(group: str, option: str) -> dict:
     """What an experiment or row fixes: {group: option} of each `override /group`, and
     {key: value} of each top-level key (the budget and Hydra's settings left out)."""
-    conf = _file(group, option)
+    conf = option_file(group, option)
     out = {}
     for entry in conf.get("defaults") or []:
         if isinstance(entry, dict):
@@ -50,7 +51,7 @@ def grid(experiment: str) -> dict[str, list[str]]:
     """An experiment's grid: {key: the values it sweeps}, {} for a single job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = ((_file("experiment", experiment).get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    params = ((option_file("experiment", experiment).get("hydra") or {}).get("sweeper") or {}).get("params") or {}
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     return {o.key_or_group: list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_string()]
             for o in parsed}

@@ -23,7 +23,8 @@ from typing import Iterable
 import pandas as pd
 from omegaconf import OmegaConf
 
-from dfarun.config.schema import CONF_DIR, DatasetConf, MethodConf, ModelConf, RegConf
+from dfarun.config.grids import option_file
+from dfarun.config.schema import DatasetConf, MethodConf, ModelConf, RegConf
 from dfarun.report import records
 from dfarun.report.text import DASH, demo_words, error_text, files, legend_extras, stop_words
 from dfarun.run.experiment import RUNTIME_KEYS, defaults
@@ -192,20 +193,10 @@ def _unchanged(r: Record, key: str) -> str | None:
     default; None where neither says."""
     group, _, rest = key.partition(".")
     if group in GROUPS and rest != "name" and isinstance(option := _at(r.config, f"{group}.name"), str):
-        found = _at(_option_file(group, option), rest)
+        found = _at(option_file(group, option), rest)
         if found is not _NOWHERE:
             return show(found)
     return _default(key)
-
-
-@cache
-def _option_file(group: str, option: str) -> dict:
-    """conf/<group>/<option>.yaml as a dict; {} where the option has no file (a record of an
-    option since renamed, or of a name no file can have)."""
-    path = CONF_DIR / group / f"{option}.yaml"
-    if "/" in option or "\\" in option or option.startswith(".") or not path.is_file():
-        return {}
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
 
 
 @cache
