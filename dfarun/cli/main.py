@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dfarun.cli.guard import catch_sigterm, in_job, report
-from dfarun.cli.preflight import CONFIG_NAME, check_args, expand_home, show_data_dir  # noqa: F401 (check_args: the tests' entry)
+from dfarun.cli.preflight import CONFIG_NAME, check_args, expand_home, show_data_dir
 from dfarun.config.schema import CONF_DIR
 from dfarun.run.threads import choose
 
