@@ -123,7 +123,8 @@ class Result:
 def run_dfarun(cwd: Path, *argv: str, env: dict | None = None) -> Result:
     """`dfarun argv` in-process, in folder cwd: exit code, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
-    saved_argv, saved_env = sys.argv, dict(os.environ)
+    # a job sets torch's threads for the process (cli.main._set_threads): put them back after it
+    saved_argv, saved_env, saved_threads = sys.argv, dict(os.environ), torch.get_num_threads()
     os.environ.pop("HYDRA_FULL_ERROR", None)
     os.environ.update(env or {})
     sys.argv = ["dfarun", *argv]
@@ -138,6 +139,7 @@ def run_dfarun(cwd: Path, *argv: str, env: dict | None = None) -> Result:
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
     return Result(code, out.getvalue(), err.getvalue())
 
 

@@ -5,6 +5,7 @@ answered with the nearest one. The words of each declaration are what errors say
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import subprocess
@@ -12,12 +13,17 @@ import sys
 import typing
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from dfarun.cli import main as cli
 from dfarun.config.checks import BOUNDS, allows, validate
 from dfarun.config.checks import expected
-from dfarun.config.schema import Config
+from dfarun.config.schema import CONF_DIR, Config
 from dfarun.errors import ConfigError, DfarunError
+
+from helpers import TINY
 
 
 def declared(kind: tuple[str, ...]) -> list[tuple[str, dict, type]]:
@@ -35,8 +41,25 @@ def declared(kind: tuple[str, ...]) -> list[tuple[str, dict, type]]:
 BOUNDED = declared(tuple(BOUNDS))
 
 
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory):
+    """The tiny config (helpers.TINY) composed once for the module; `with_value(key, value)`
+    is a copy of it with one value set, as `key=value` on the command line sets it (a compose
+    per case would cost ~0.1 s each, and what is under test is the checker, not Hydra)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        base = compose("config", overrides=[*TINY, f"store={tmp_path_factory.mktemp('schema') / 'runs'}"])
+
+    def with_value(key: str, value):
+        cfg = copy.deepcopy(base)
+        OmegaConf.update(cfg, key, value)
+        assert OmegaConf.select(cfg, key) == value
+        return cfg
+    return with_value
+
+
 @pytest.mark.parametrize("key, meta, typ", BOUNDED, ids=[k for k, _, _ in BOUNDED])
-def test_every_declared_bound_is_enforced(make_cfg, key, meta, typ):
+def test_every_declared_bound_is_enforced(tiny_cfg, key, meta, typ):
     def value(x):  # a list's items carry its bounds
         return [x] * meta.get("length", 1) if "List" in str(typ) else x
 
@@ -47,7 +70,7 @@ def test_every_declared_bound_is_enforced(make_cfg, key, meta, typ):
               "lt": limit - 1 if is_int else math.nextafter(limit, -math.inf)}[bound]
         assert allows(meta, value(at)), (key, bound, at)
         with pytest.raises(ConfigError) as info:
-            validate(make_cfg(f"{key}={value(past)}".replace(" ", "")))
+            validate(tiny_cfg(key, value(past)))
         assert str(info.value).startswith(f"{key}=") and "expected" in str(info.value), (bound, str(info.value))
 
 
@@ -55,11 +78,11 @@ CHOICES = declared(("choices",))
 
 
 @pytest.mark.parametrize("key, meta, typ", CHOICES, ids=[k for k, _, _ in CHOICES])
-def test_every_declared_choice_is_enforced_and_listed(make_cfg, key, meta, typ):
+def test_every_declared_choice_is_enforced_and_listed(tiny_cfg, key, meta, typ):
     choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
     assert all(allows(meta, c) for c in choices)
     with pytest.raises(ConfigError) as info:
-        validate(make_cfg(f"{key}={4 if 'int' in str(typ) else 'nope'}"))
+        validate(tiny_cfg(key, 4 if 'int' in str(typ) else 'nope'))
     assert str(info.value).startswith(f"{key}=")
     listed = meta.get("words") or f"one of {', '.join(map(str, choices))}"  # words: the list said in words
     assert listed in str(info.value)

@@ -16,38 +16,52 @@ from helpers import DFARUN, FAST, cli_env, record
 SCRIPT = "import sys; from dfarun.cli import entry; sys.argv[0] = {name!r}; entry.{func}()"
 
 
-def closed_stdout_run(argv: list[str], cwd) -> subprocess.CompletedProcess:
-    """`argv` with its stdout a pipe whose reader has gone: every write fails with EPIPE."""
+def start(argv: list[str], cwd, stdout, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
+def closed_stdout(argv: list[str], cwd) -> subprocess.Popen:
+    """`argv` started with its stdout a pipe whose reader has gone: every write fails with EPIPE."""
     read, write = os.pipe()
     os.close(read)
     try:
-        return subprocess.run(argv, cwd=cwd, env=cli_env(DFARUN_THREADS="1"), stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=120)
+        return start(argv, cwd, write, cli_env(DFARUN_THREADS="1"))
     finally:
         os.close(write)
 
 
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, None, err)
+
+
 def test_training_goes_on_when_its_reader_goes_away(tmp_path):
     runs = tmp_path / "runs"
-    done = closed_stdout_run([*DFARUN, *FAST, "max_epochs=2", "seeds=[0,1]", f"store={runs}"], tmp_path)
+    done = finish(closed_stdout([*DFARUN, *FAST, "max_epochs=2", "seeds=[0,1]", f"store={runs}"], tmp_path))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "Logging error" not in done.stderr
     assert len(list(runs.glob("*.json"))) == 2  # both seeds' records, as without the pipe
 
 
 @pytest.mark.parametrize("name, func, args", [
-    ("dfarun-tables", "tables", ["--tables", "1", "--out", "out"]),
-    ("dfarun-figures", "figures", ["--out", "out", "--only", "fig2_right"]),
+    ("dfarun-tables", "tables", ["--tables", "1"]),
+    ("dfarun-figures", "figures", ["--only", "fig2_right"]),
 ])
 def test_a_reader_that_went_away_stops_the_tools_quietly(tmp_path, name, func, args):
     store.write(tmp_path / "runs" / "a.json", record())
-    argv = [sys.executable, "-c", SCRIPT.format(name=name, func=func), "--store", "runs", *args]
-    done = closed_stdout_run(argv, tmp_path)
+    argv = lambda out: [sys.executable, "-c", SCRIPT.format(name=name, func=func), "--store", "runs", *args,
+                        "--out", out]
+    # the two runs side by side, each into its own folder (a run is one Python thread: the other core is free)
+    piped = closed_stdout(argv("piped"), tmp_path)
+    with open("/dev/full", "w") as full_device:
+        full = start(argv("full"), tmp_path, full_device, cli_env())
+    done, full = finish(piped), finish(full)
     notes = lambda err: [line for line in err.splitlines() if not line.startswith(f"{name}: note: ")]
     assert (done.returncode, notes(done.stderr)) == (entry.BROKEN_PIPE, []), done.stderr  # fig2_right lacks BP, FA
-    with open("/dev/full", "w") as full_device:
-        full = subprocess.run(argv, cwd=tmp_path, env=cli_env(), stdout=full_device, stderr=subprocess.PIPE,
-                              text=True, timeout=120)
     assert full.returncode == 1
     assert notes(full.stderr) == [f"{name}: error: cannot write the output (No space left on device)"], full.stderr
 

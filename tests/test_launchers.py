@@ -1,13 +1,13 @@
 """Sweeps through Hydra's parallel launchers: joblib (hydra/launcher=parallel) and submitit's
-local executor (the Slurm launcher's stand-in without a cluster), run as a user runs them.
+local executor (the Slurm launcher's stand-in without a cluster).
 
-Each sweep is one `dfarun -m` call of two tiny jobs; each job runs in its own process, so a
-test pays the imports three times (~15-25 s on two cores).
+Each sweep is one `dfarun -m` call of two tiny jobs, the console script's code run in-process
+(helpers.run_dfarun: the launcher is what is under test, and the parent's start-up is a few
+seconds); each job still runs in a process of its own, as the launcher starts it.
 """
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import joblib
@@ -16,12 +16,7 @@ from omegaconf import OmegaConf
 from dfarun.run import store
 from dfarun.config.schema import CONF_DIR
 
-from helpers import DFARUN, TINY, cli_env
-
-
-def dfarun(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*DFARUN, *args], cwd=cwd, env=cli_env(**env), capture_output=True,
-                          text=True, timeout=240)
+from helpers import TINY, run_dfarun
 
 
 def sweep_records(runs: Path) -> list[dict]:
@@ -30,13 +25,14 @@ def sweep_records(runs: Path) -> list[dict]:
     return recs
 
 
-def test_joblib_sweep_runs_two_jobs_in_parallel_with_cores_split_between_them(tmp_path):
+def test_joblib_sweep_runs_two_jobs_in_parallel_with_cores_split_between_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("DFARUN_THREADS", raising=False)  # it would win over the launcher's share
     runs = tmp_path / "runs"
-    out = dfarun(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "method=bp,dfa",
-                 "model=3x50_tanh", "seeds=[0,1]", *TINY, f"store={runs}")
-    assert out.returncode == 0, out.stderr
-    assert "Traceback" not in out.stdout + out.stderr
-    assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
+    out = run_dfarun(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "method=bp,dfa",
+                     "model=3x50_tanh", "seeds=[0,1]", *TINY, f"store={runs}")
+    assert out.code == 0, out.err
+    assert "Traceback" not in out.out + out.err
+    assert "Joblib.Parallel(n_jobs=2" in out.out + out.err
     recs = sweep_records(runs)
     assert sorted((r["config"]["method"]["name"], r["seed"]) for r in recs) == [
         ("bp", 0), ("bp", 1), ("dfa", 0), ("dfa", 1)]
@@ -50,9 +46,9 @@ def test_joblib_sweep_runs_two_jobs_in_parallel_with_cores_split_between_them(tm
 
 def test_submitit_local_sweep_writes_its_records_and_logs_under_the_store(tmp_path):
     runs = tmp_path / "runs"
-    out = dfarun(tmp_path, "-m", "hydra/launcher=submitit_local", "method=bp,dfa", "model=3x50_tanh",
-                 *TINY, f"store={runs}", DFARUN_THREADS="1")
-    assert out.returncode == 0, out.stderr
+    out = run_dfarun(tmp_path, "-m", "hydra/launcher=submitit_local", "method=bp,dfa", "model=3x50_tanh",
+                     *TINY, f"store={runs}", env={"DFARUN_THREADS": "1"})
+    assert out.code == 0, out.err
     recs = sweep_records(runs)
     assert sorted(r["config"]["method"]["name"] for r in recs) == ["bp", "dfa"]
     assert {r["cpu_threads"] for r in recs} == {1}                # DFARUN_THREADS reached the jobs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
+import os
 
 import pytest
 
@@ -14,7 +14,7 @@ from dfarun.run import store
 from dfarun.report import tables
 from dfarun.run.runner import run_records as run  # run(cfg) returns the metric; these read records
 
-from helpers import DFARUN, TINY, cli_env, record
+from helpers import TINY, record, run_dfarun
 
 
 SMALL = "model=3x50_tanh"
@@ -88,10 +88,9 @@ def test_long_epochs_show_progress_inside_without_a_terminal(make_cfg, caplog, m
 
 def test_sweep_lines_name_their_job_and_records_keep_the_command_line(tmp_path):
     store_dir = tmp_path / "runs"
-    out = subprocess.run([*DFARUN, "-m", *TINY, SMALL, "method=bp,dfa", f"store={store_dir}"],
-                         capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)
-    assert out.returncode == 0, out.stderr
-    epoch_lines = [line for line in out.stdout.splitlines() if " epoch " in line]
+    out = run_dfarun(tmp_path, "-m", *TINY, SMALL, "method=bp,dfa", f"store={store_dir}")  # in-process: no start-up
+    assert out.code == 0, out.err
+    epoch_lines = [line for line in out.out.splitlines() if " epoch " in line]
     assert len(epoch_lines) == 4
     assert sum(line.startswith("[#0 synthetic 3x50 Tanh bp] ") for line in epoch_lines) == 2
     assert sum(line.startswith("[#1 synthetic 3x50 Tanh dfa] ") for line in epoch_lines) == 2
@@ -127,11 +126,11 @@ def test_epoch_line_formats_every_split():
 
 
 def test_an_unknown_logger_is_one_line_and_exit_2(tmp_path):
-    out = subprocess.run([*DFARUN, *TINY, SMALL, "logger.name=wandb", f"store={tmp_path / 'runs'}"],
-                         capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip() == "dfarun: error: logger.name='wandb': expected one of none, tensorboard"
-    assert not (tmp_path / "runs").exists()
+    # in-process (the console script's own code path; test_validation.py runs the real script)
+    out = run_dfarun(tmp_path, *TINY, SMALL, "logger.name=wandb", f"store={tmp_path / 'runs'}")
+    assert out.code == 2
+    assert out.line() == "dfarun: error: logger.name='wandb': expected one of none, tensorboard"
+    assert os.listdir(tmp_path) == []
 
 
 def test_live_rows_are_strict_json_like_the_record(make_cfg):

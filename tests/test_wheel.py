@@ -42,35 +42,48 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
-def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """A console script of the installed wheel; PYTHONPATH puts the wheel's copy of dfarun
-    ahead of the checkout's editable install."""
+def installed_env(site: Path) -> dict[str, str]:
+    """PYTHONPATH puts the wheel's copy of dfarun ahead of the checkout's editable install."""
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DFARUN_THREADS")}
-    env["PYTHONPATH"] = str(site)
-    return subprocess.run([str(site / "bin" / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return {**env, "PYTHONPATH": str(site)}
+
+
+def start_installed(site: Path, cwd: Path, *args: str) -> subprocess.Popen:
+    """A console script of the installed wheel, started."""
+    return subprocess.Popen([str(site / "bin" / args[0]), *args[1:]], cwd=cwd, env=installed_env(site),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_wheel_runs_a_job_and_renders_a_table_from_another_folder(installed, tmp_path):
-    where = subprocess.run([sys.executable, "-c", "import dfarun.config.schema as c; print(c.CONF_DIR)"],
-                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)},
-                           capture_output=True, text=True, timeout=60)
+    # three independent processes side by side (their start-up is one Python thread each)
+    where = subprocess.Popen([sys.executable, "-c", "import dfarun.config.schema as c; print(c.CONF_DIR)"],
+                             cwd=tmp_path, env=installed_env(installed), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    job = start_installed(installed, tmp_path, "dfarun", "dataset=synthetic", "model=3x50_tanh", "max_epochs=1",
+                          "compile=false", "dataset.train_size=256", "dataset.test_size=128",
+                          "dataset.features=16", "store=runs")
+    figures = start_installed(installed, tmp_path, "dfarun-figures", "--help")
+    where, out, figures = finish(where), finish(job), finish(figures)
     assert Path(where.stdout.strip()) == installed / "dfarun" / "conf"  # not the checkout's conf/
-
-    out = run_installed(installed, tmp_path, "dfarun", "dataset=synthetic", "model=3x50_tanh", "max_epochs=1",
-                        "compile=false", "dataset.train_size=256", "dataset.test_size=128",
-                        "dataset.features=16", "store=runs")
     assert out.returncode == 0, out.stderr
     [written] = (tmp_path / "runs").glob("*.json")
     rec = json.loads(written.read_text())
     assert rec["epochs"] == 1 and rec["config"]["model"]["name"] == "3x50_tanh"
+    assert figures.returncode == 0 and "usage" in figures.stdout
 
     # the synthetic run fills no cell of the paper's tables: a Table 1 cell's record beside it
     (tmp_path / "runs" / "cell.json").write_text(json.dumps(record()))
-    tables = run_installed(installed, tmp_path, "dfarun-tables", "--store", "runs", "--out", "out", "--tables", "1",
-                           "--compare")
+    tables = finish(start_installed(installed, tmp_path, "dfarun-tables", "--store", "runs", "--out", "out",
+                                    "--tables", "1", "--compare"))
     assert tables.returncode == 0, tables.stderr
     assert "| 2x800 Tanh" in (tmp_path / "out" / "table1.md").read_text()  # the paper's numbers came from the wheel
     assert (tmp_path / "out" / "headline.md").is_file()
-    figures = run_installed(installed, tmp_path, "dfarun-figures", "--help")
-    assert figures.returncode == 0 and "usage" in figures.stdout
