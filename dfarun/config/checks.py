@@ -14,6 +14,7 @@ import operator
 import re
 import types
 import typing
+from functools import cache
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -45,7 +46,7 @@ def validate(cfg: DictConfig) -> None:
 def check_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
     """Every key is in the schema (`+key=` can add one) and none is deleted (`~key`, which the
     schema does not notice) or left at ???; every value resolves and is what its field allows."""
-    fields, types = {f.name: f for f in dataclasses.fields(schema)}, typing.get_type_hints(schema)
+    fields, types = {f.name: f for f in dataclasses.fields(schema)}, _hints(schema)
     raw = OmegaConf.to_container(cfg, resolve=False)
     present = set(cfg.keys())  # `key in cfg` is false for a ??? value too
     for key in fields:
@@ -56,7 +57,8 @@ def check_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
         path = f"{prefix}{key}"
         if key not in fields:
             raise unknown_key(path, raw[key])
-        check(not OmegaConf.is_missing(cfg, key), path, raw[key], f"missing value; expected {expected(path)}")
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(path, raw[key], f"missing value; expected {expected(path)}")
         if dataclasses.is_dataclass(types[key]):
             check_keys(cfg[key], types[key], f"{path}.")
             continue
@@ -65,7 +67,8 @@ def check_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
         except OmegaConfBaseException as err:
             raise ConfigError(path, raw[key], f"cannot be resolved ({str(err).splitlines()[0]})") from None
         value = list(value) if OmegaConf.is_list(value) else value
-        check(allows(fields[key].metadata, value), path, value, f"expected {expected(path)}")
+        if not allows(fields[key].metadata, value):  # worded only when it fails: typing's hints are slow
+            raise ConfigError(path, value, f"expected {expected(path)}")
 
 
 def allows(meta, value) -> bool:
@@ -85,6 +88,12 @@ def allows(meta, value) -> bool:
 
 # --- the schema in words, for errors -----------------------------------------------
 
+@cache  # the schema is fixed: its types never change (and typing reads them slowly)
+def _hints(schema: type) -> dict:
+    return typing.get_type_hints(schema)
+
+
+@cache
 def _field(path: str) -> tuple[object, dict]:
     """The schema's type and metadata at a dotted key ("dataset.train_size", "seeds[0]"),
     (None, {}) where there is none."""
@@ -93,7 +102,7 @@ def _field(path: str) -> tuple[object, dict]:
         if not dataclasses.is_dataclass(typ):
             return None, {}
         meta = next((f.metadata for f in dataclasses.fields(typ) if f.name == name), {})
-        typ = typing.get_type_hints(typ).get(name)
+        typ = _hints(typ).get(name)
     return typ, meta
 
 
@@ -136,7 +145,7 @@ def unknown_key(path: str, value) -> ConfigError:
     """A key the schema does not have: name it, the nearest key there is, and all of them."""
     parent, _, leaf = path.rpartition(".")
     schema = _field(parent)[0] if parent else Config
-    keys = list(typing.get_type_hints(schema)) if dataclasses.is_dataclass(schema) else []
+    keys = list(_hints(schema)) if dataclasses.is_dataclass(schema) else []
     near = difflib.get_close_matches(leaf, keys, n=1)
     hint = f"did you mean {parent + '.' if parent else ''}{near[0]}? " if near else ""
     where = f"the keys of {parent}" if parent else "the top-level keys"
