@@ -158,7 +158,7 @@ def raising(err: BaseException):
 ], ids=["ctrl-c", "sigterm", "sighup", "error"])
 def test_a_stop_after_an_epoch_keeps_its_checkpoint_and_a_rerun_resumes(tmp_path, monkeypatch, stop, code, words):
     runs = tmp_path / "runs"
-    args = [*FAST, "max_epochs=3", f"store={runs}"]
+    args = [*FAST, "max_epochs=2", f"store={runs}"]
     stop_after_first_checkpoint(monkeypatch, stop)
     result = run_dfarun(tmp_path, *args)
     assert result.code == code, result
@@ -173,7 +173,7 @@ def test_a_stop_after_an_epoch_keeps_its_checkpoint_and_a_rerun_resumes(tmp_path
     assert rerun.code == 0, rerun
     assert "resuming seeds [0] after epoch 1" in rerun.out
     [rec] = [json.loads(p.read_text()) for p in runs.glob("*.json")]
-    assert rec["epochs"] == 3 and checkpoints(runs) == []
+    assert rec["epochs"] == 2 and checkpoints(runs) == []
 
 
 def test_a_sighup_that_nohup_ignores_stays_ignored():
@@ -225,7 +225,7 @@ def test_ctrl_c_inside_torch_load_keeps_the_checkpoint(tmp_path, monkeypatch):
     # the same at resume: the checkpoint is fine, the user wants out; it is neither "unreadable"
     # nor replaced by a fresh start
     runs = tmp_path / "runs"
-    args = [*FAST, "max_epochs=3", f"store={runs}"]
+    args = [*FAST, "max_epochs=2", f"store={runs}"]
     stop_after_first_checkpoint(monkeypatch, raising(KeyboardInterrupt()))
     assert run_dfarun(tmp_path, *args).code == 130
     monkeypatch.undo()
