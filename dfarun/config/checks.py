@@ -19,7 +19,7 @@ from functools import cache
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dfarun.config.schema import FLOAT32_MAX, SEED_END, CONF_DIR, Config, cross_checks, resolve_device
+from dfarun.config.schema import CONF_DIR, FLOAT32_MAX, SEED_END, Config, cross_checks, resolve_device
 from dfarun.errors import ConfigError, DfarunError, check, check_folder
 
 BOUNDS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
