@@ -41,6 +41,9 @@ def check_folder(key: str, value: str, purpose: str, write: bool = True) -> None
     check(str(value).strip() != "", key, value, f"expected a folder {purpose}")
     try:
         path = Path(value).expanduser()
+        if path.is_symlink() and not path.exists():  # a store linked to a disk not mounted
+            raise ConfigError(key, value, f"is a broken symbolic link (to {os.readlink(path)}); "
+                                          f"expected a folder {purpose}")
         check(not path.exists() or path.is_dir(), key, value, f"is a file; expected a folder {purpose}")
         if not write:
             return

@@ -98,14 +98,14 @@ MNIST_DAMAGE = [  # (file, what is done to it, words the one line must hold)
     # files that parse, but do not hold MNIST: what every data set must hold (data._check_examples)
     ("train-labels-idx1-ubyte", lambda b: b[:7] + bytes([49]) + b[8:-1], ["training files hold 50 examples",
                                                                            "and 49 labels"]),
-    ("train-labels-idx1-ubyte", lambda b: b[:-1] + bytes([255]), ["labels up to 255", "labels below 10"]),
+    ("train-labels-idx1-ubyte", lambda b: b[:-1] + bytes([255]), ["labels in [0, 255]", "labels in [0, 9]"]),
     ("train-images-idx3-ubyte", lambda b: struct.pack(">IIII", 2051, 50, 10, 10) + b[16:16 + 5000],
      ["examples of 100 values", "of 784 values each"]),
 ]
 
 
 @pytest.mark.parametrize("name, damage, words", MNIST_DAMAGE, ids=[" ".join(c[2])[:40] for c in MNIST_DAMAGE])
-def test_damaged_mnist_file_is_named_before_training(make_cfg, tmp_path, name, damage, words):
+def test_damaged_mnist_files_are_refused_when_loaded(make_cfg, tmp_path, name, damage, words):
     write_mnist(tmp_path, *mnist_arrays(np.random.default_rng(0)))
     path = tmp_path / "MNIST" / "raw" / name
     _rewrite(path, damage)

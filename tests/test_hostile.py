@@ -96,6 +96,19 @@ def test_a_store_entry_that_is_a_file_is_one_line(tmp_path, flags, entry):
     assert (runs / entry).read_text() == "mine"
 
 
+def test_a_store_that_is_a_broken_symlink_is_refused_in_words(tmp_path):
+    (tmp_path / "runs").symlink_to(tmp_path / "gone")
+    result = run_dfarun(tmp_path, *FAST, f"store={tmp_path / 'runs'}")
+    assert result.code == 2 and f"is a broken symbolic link (to {tmp_path / 'gone'})" in result.line()
+    assert not (tmp_path / "gone").exists()
+
+
+def test_a_launcher_setting_that_joblib_refuses_is_one_line(tmp_path):
+    result = run_dfarun(tmp_path, "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=0", *FAST,
+                        f"store={tmp_path / 'runs'}")
+    assert result.code == 2 and "a Hydra launcher setting was refused: n_jobs == 0" in result.line(), result
+
+
 def test_a_store_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "runs").write_text("mine")
     result = run_dfarun(tmp_path, *FAST, f"store={tmp_path / 'runs'}")
@@ -103,7 +116,7 @@ def test_a_store_that_is_a_file_is_refused(tmp_path):
     assert (tmp_path / "runs").read_text() == "mine"
 
 
-def test_a_folder_where_a_record_goes_loses_no_training(tmp_path, make_cfg, caplog):
+def test_a_folder_where_a_record_goes_resumes_from_the_last_checkpoint(tmp_path, make_cfg, caplog):
     cfg = make_cfg(*FAST, "max_epochs=2", f"store={tmp_path / 'runs'}")
     store.record_path(cfg, 0).mkdir(parents=True)
     with pytest.raises(OSError):

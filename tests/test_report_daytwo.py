@@ -54,7 +54,7 @@ def test_the_footer_lists_what_a_user_changed_and_a_demo_says_its_budget(sweep, 
     assert pd.read_csv(tmp_path / "out" / "by_method.name+lr.csv").stop.tolist() == ["max_epochs:3"] * 4
 
 
-def test_a_constant_rate_is_the_effective_one_and_a_changed_data_set_rate_is_listed(tmp_path, capsys):
+def test_a_changed_data_set_rate_is_listed_and_lr_only_where_it_differs_from_it(tmp_path, capsys):
     runs = tmp_path / "runs"
     for seed in range(2):
         rec = sweep_record("dfa", 3e-4, seed)
@@ -62,7 +62,14 @@ def test_a_constant_rate_is_the_effective_one_and_a_changed_data_set_rate_is_lis
         store.write(runs / f"r{seed}.json", rec)
     assert by(runs, tmp_path / "out", "--by", "method.name") == 0
     shares = next(line for line in capsys.readouterr().out.splitlines() if "Every record here shares" in line)
-    assert "dataset.lr=0.0003" in shares and "lr=0.0003" in shares.replace("dataset.lr", "")
+    assert "dataset.lr=0.0003" in shares and "lr=" not in shares.replace("dataset.lr=", "")  # lr: the data set's
+    for seed in range(2):
+        rec = sweep_record("dfa", 1e-3, seed)
+        rec["config"]["dataset"]["lr"] = 3e-4  # and lr=1e-3 besides: the rate that ran is listed too
+        store.write(runs / f"r{seed}.json", rec)
+    assert by(runs, tmp_path / "out", "--by", "method.name") == 0
+    shares = next(line for line in capsys.readouterr().out.splitlines() if "Every record here shares" in line)
+    assert "dataset.lr=0.0003" in shares and "lr=0.001" in shares
 
 
 def test_markdown_leaves_out_silent_columns_and_the_csv_keeps_them(sweep, tmp_path, capsys):
@@ -97,7 +104,7 @@ def test_where_views_have_files_of_their_own_and_the_csv_says_the_filter(sweep, 
     assert set(data["method.name"]) == {"dfa"}
 
 
-def test_a_path_separator_in_a_filter_value_stays_in_the_file_name():
+def test_a_path_separator_in_a_filter_value_is_replaced_in_the_file_name():
     assert groups.stem("by_", ["lr"], {"model.label": "a/b"}) == "by_lr+where_model.label=a_b"
 
 

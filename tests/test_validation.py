@@ -197,7 +197,7 @@ def test_synthetic_reads_no_data_dir(make_cfg, tmp_path):
 
 # --- a corrupt data set: say which, ask the user to delete it, delete nothing ---------------------
 
-def test_truncated_mnist_file_is_named_and_kept(make_cfg, tmp_path):
+def test_truncated_mnist_file_is_refused_and_kept(make_cfg, tmp_path):
     write_mnist(tmp_path, *mnist_arrays(np.random.default_rng(0)))
     bad = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     bad.write_bytes(bad.read_bytes()[:1000])

@@ -27,7 +27,8 @@ from tabulate import tabulate
 
 from dfarun.cli.bench_speed import break_even_rows, busy_rows
 from dfarun.cli.bench_step import CIFAR, CONV, PROTOCOL, random_data, sync, time_epoch
-from dfarun.engine.data import IMAGE_SHAPES, Data
+from dfarun.engine.data import Data
+from dfarun.engine.hyp import IMAGE_SHAPES
 from dfarun.engine.nets import MLPArch, layer_sizes
 from dfarun.engine.step import Step
 from dfarun.engine.train import Protocol

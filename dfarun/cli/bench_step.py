@@ -8,7 +8,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dfarun.engine.conv import ConvArch
-from dfarun.engine.data import IMAGE_SHAPES, Data
+from dfarun.engine.data import Data
+from dfarun.engine.hyp import IMAGE_SHAPES
 from dfarun.engine.hyp import CONF
 from dfarun.engine.nets import Dropout
 from dfarun.engine.rules import RULES

@@ -14,10 +14,12 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from dfarun.cli.guard import catch_sigterm, in_job, report
+from dfarun.cli.guard import catch_sigterm, first_line, in_job, report
 from dfarun.cli.preflight import CONFIG_NAME, check_args, expand_home, show_data_dir
 from dfarun.config.schema import CONF_DIR
+from dfarun.errors import DfarunError
 from dfarun.run.threads import choose
 
 
@@ -76,6 +78,10 @@ def main() -> None:
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a job's error, to the guard below, not prints it
             with contextlib.redirect_stderr(_WithoutHydraJobError(sys.stderr)):
                 _main()
+    except OmegaConfBaseException as err:  # Hydra's own config, unresolvable at launch (hydra.run.dir=${nope})
+        sys.exit(report(err))
+    except ValueError as err:  # not a job's (in_job turns those into JobFailed): a launcher refusing
+        sys.exit(report(DfarunError(f"a Hydra launcher setting was refused: {first_line(err)}")))  # n_jobs=0
     except (SystemExit, BrokenPipeError):  # --help and the like; a reader gone (`| head`): entry.py ends quietly
         raise
     except BaseException as err:  # noqa: BLE001 - every way out is reported, in one line

@@ -195,11 +195,12 @@ def _check_examples(cfg: DictConfig, data_dir: str, splits) -> None:
     shape = image_shape(cfg)
     size = math.prod(shape) if shape else cfg.features
     for (x, y), split in zip(splits, ("training", "test")):
-        check(len(x) == len(y) > 0 and x.shape[1:].numel() == size and int(y.max()) < cfg.classes, "data_dir",
-              data_dir, f"the {cfg.name} {split} files hold {len(x)} examples of {x.shape[1:].numel()} values and "
-                        f"{len(y)} labels up to {int(y.max()) if len(y) else None}; expected as many labels as "
-                        f"examples, of {size} values each, labels below {cfg.classes}: delete the files and "
-                        f"rerun to download them again")
+        labels = (int(y.min()), int(y.max())) if len(y) else ()
+        check(len(x) == len(y) > 0 and x.shape[1:].numel() == size and 0 <= labels[0] <= labels[1] < cfg.classes,
+              "data_dir", data_dir, f"the {cfg.name} {split} files hold {len(x)} examples of {x.shape[1:].numel()} "
+                                    f"values and {len(y)} labels in {list(labels)}; expected as many labels as "
+                                    f"examples, of {size} values each, labels in [0, {cfg.classes - 1}]: delete the "
+                                    f"files and rerun to download them again")
     n = len(splits[0][1])
     check((cfg.train_size or 0) <= n, "dataset.train_size", cfg.train_size,
           f"expected null or at most {n}: the {cfg.name} files in {data_dir} hold {n} training examples")

@@ -189,8 +189,11 @@ def shared(recs: list[Record]) -> dict[str, str]:
 
 def _unchanged(r: Record, key: str) -> str | None:
     """What setting `key` of the record is where no user changed it, as text (show): what its
-    option's conf file sets (conf/dataset/mnist.yaml: dataset.classes), else the schema's
-    default; None where neither says."""
+    option's conf file sets (conf/dataset/mnist.yaml: dataset.classes), the data set's rate
+    for `lr` (null in the schema: the data set's), else the schema's default; None where
+    none says."""
+    if key == "lr":
+        return _default("lr") if (own := _at(r.config, "dataset.lr")) is _NOWHERE else show(own)
     group, _, rest = key.partition(".")
     if group in GROUPS and rest != "name" and isinstance(option := _at(r.config, f"{group}.name"), str):
         found = _at(option_file(group, option), rest)

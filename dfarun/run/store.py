@@ -1,6 +1,5 @@
-"""Run records: one JSON file per (experiment, seed), written atomically; checkpoints; and the
-names of the locks (locks.py) that let many
-jobs share one store.
+"""Run records: one JSON file per (experiment, seed), written atomically; checkpoints; and
+the names of the locks (locks.py) that let many jobs share one store.
 
 The experiment is the part of the config that changes the numbers (data set, model, method,
 learning rate, batch size, epoch budget); where the data live, which device ran it and
