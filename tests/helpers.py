@@ -201,3 +201,14 @@ def dfarun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # as a user sees it
     return subprocess.run([dfarun_script(), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    """A started process, waited for (killed if it outlives `timeout` seconds): its code and
+    whatever of stdout and stderr it was given pipes for."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -11,7 +11,7 @@ import pytest
 from dfarun.cli import entry
 from dfarun.run import store
 
-from helpers import DFARUN, FAST, cli_env, record
+from helpers import DFARUN, FAST, cli_env, finish, record
 
 SCRIPT = "import sys; from dfarun.cli import entry; sys.argv[0] = {name!r}; entry.{func}()"
 
@@ -28,15 +28,6 @@ def closed_stdout(argv: list[str], cwd) -> subprocess.Popen:
         return start(argv, cwd, write, cli_env(DFARUN_THREADS="1"))
     finally:
         os.close(write)
-
-
-def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    try:
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, None, err)
 
 
 def test_training_goes_on_when_its_reader_goes_away(tmp_path):

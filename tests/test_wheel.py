@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, record
+from helpers import ROOT, finish, record
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +52,6 @@ def start_installed(site: Path, cwd: Path, *args: str) -> subprocess.Popen:
     """A console script of the installed wheel, started."""
     return subprocess.Popen([str(site / "bin" / args[0]), *args[1:]], cwd=cwd, env=installed_env(site),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    try:
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_wheel_runs_a_job_and_renders_a_table_from_another_folder(installed, tmp_path):
